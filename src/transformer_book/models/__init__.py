@@ -1,0 +1,50 @@
+"""The models of the book and ``build(name, **overrides)`` for their named presets.
+
+``build("gpt2", device="meta")`` constructs the model without allocating memory, which is
+enough to count its parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .gpt import GPT, GPT_PRESETS, GPTConfig
+
+__all__ = ["build", "register", "PRESETS", "GPT", "GPTConfig"]
+
+# name -> (model class, config)
+PRESETS: dict[str, tuple[type, object]] = {}
+
+
+def register(presets: dict, cls: type) -> None:
+    """Make every ``name: config`` of ``presets`` buildable as ``cls(config)``."""
+    for name, cfg in presets.items():
+        if name in PRESETS:
+            raise ValueError(f"preset {name!r} is registered twice")
+        PRESETS[name] = (cls, cfg)
+
+
+register(GPT_PRESETS, GPT)
+
+
+def build(name: str, device=None, **overrides):
+    """Build the preset ``name`` with config fields replaced by ``overrides``.
+
+    Args:
+        device: where to allocate ("meta" allocates nothing); default the CPU.
+    Raises:
+        ValueError for an unknown preset or an override that is not a config field.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    cls, cfg = PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"preset {name!r} has no config field(s) {unknown}; "
+                         f"expected some of {sorted(fields)}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    with torch.device(device if device is not None else "cpu"):
+        model = cls(cfg)
+    return model

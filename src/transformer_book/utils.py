@@ -1,0 +1,81 @@
+"""Device, seeding, autocast, parameter counting and the CPU/GPU size switch."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["get_device", "seed_everything", "autocast", "count_params", "scale", "setup"]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """cuda if present, else Apple's mps, else cpu. ``prefer`` or $BOOK_DEVICE overrides."""
+    prefer = prefer or os.environ.get("BOOK_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (all devices) for repeatable lessons."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slow and changes the numbers)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters; a tensor shared by several modules (tied embeddings) counts once.
+
+    Works on models built on the "meta" device, which hold no memory.
+    """
+    seen, total = set(), 0
+    for p in model.parameters():  # parameters() already yields a shared Parameter once
+        if trainable_only and not p.requires_grad:
+            continue
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def scale(device: torch.device | str | None = None) -> str:
+    """"small" on a CPU, "large" on a GPU; $BOOK_SCALE ("small" or "large") overrides.
+
+    Chapters read this once to choose a preset and a training budget.
+    """
+    env = os.environ.get("BOOK_SCALE")
+    if env:
+        if env not in ("small", "large"):
+            raise ValueError(f"BOOK_SCALE must be 'small' or 'large', got {env!r}")
+        return env
+    device = torch.device(device) if device is not None else get_device()
+    return "large" if device.type == "cuda" else "small"
+
+
+def setup(seed: int = 0, verbose: bool = True) -> torch.device:
+    """What the first cell of every chapter does: seed, pick the device, make Korean plot
+    labels render. Returns the device."""
+    seed_everything(seed)
+    device = get_device()
+    from . import plotting  # noqa: F401  (registers the Korean font with matplotlib)
+    if verbose:
+        print(f"device: {device} | scale: {scale(device)} | torch {torch.__version__}")
+    return device
