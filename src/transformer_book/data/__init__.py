@@ -1,0 +1,1 @@
+"""Generated tasks and small corpora for the lessons."""
