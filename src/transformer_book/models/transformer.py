@@ -1,0 +1,169 @@
+"""The 2017 encoder-decoder Transformer (Vaswani et al.). See chapter 6.
+
+Post-norm blocks from ``layers.Block``, sinusoidal positions, token embeddings multiplied by
+sqrt(d_model), dropout on the embedding sums and after every sublayer, and one embedding matrix
+shared by the encoder input, the decoder input and the output projection (the paper's
+"shared source-target vocabulary"). No final LayerNorm: in a post-norm stack every block
+already ends with one.
+
+The decoding protocol used by ``decoding.greedy`` / ``decoding.beam_search``:
+    encode(src, src_mask=None) -> memory (B, S, C)
+    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
+    make_cache() -> Cache(n_layers, cross=True)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..attention import Cache
+from ..layers import Block, LayerNorm
+from ..masks import padding_mask
+from ..positional import SinusoidalPositionalEncoding
+
+__all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int = 37000  # shared source/target vocabulary (the paper's EN-DE BPE)
+    max_len: int = 512  # length of the sinusoidal table (a buffer, not parameters)
+    d_model: int = 512
+    n_heads: int = 8
+    n_layers: int = 6  # in the encoder, and again in the decoder
+    d_ff: int = 2048
+    dropout: float = 0.1  # P_drop: embeddings + positions, and every sublayer's output
+    attn_dropout: float = 0.0  # the paper names no dropout on the attention weights
+    pad_id: int | None = 0  # padding id: source masks are derived from it when not given
+    eps: float = 1e-5
+
+
+TRANSFORMER_PRESETS = {
+    # Table 3 of the paper: base (65M) and big (213M) with a 37,000-token vocabulary
+    "transformer-base": TransformerConfig(),
+    "transformer-big": TransformerConfig(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3),
+    # CPU presets for chapter 6's generated translation task (vocab set by its tokenizer)
+    "transformer-tiny": TransformerConfig(vocab_size=1000, max_len=128, d_model=64, n_heads=4,
+                                          n_layers=2, d_ff=256, dropout=0.1),
+    "transformer-small": TransformerConfig(vocab_size=1000, max_len=128, d_model=128, n_heads=4,
+                                           n_layers=2, d_ff=512, dropout=0.1),
+    "transformer-medium": TransformerConfig(vocab_size=1000, max_len=128, d_model=256, n_heads=8,
+                                            n_layers=3, d_ff=1024, dropout=0.1),
+}
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer for sequence-to-sequence tasks such as translation.
+
+    forward(src, tgt_in, src_mask=None, tgt_mask=None):
+        src: (B, S) source ids; tgt_in: (B, T) decoder inputs (BOS + target without its last token);
+        src_mask: bool (B, 1, 1, S), True at real tokens (default: ``src != pad_id``);
+        tgt_mask: optional extra bool mask broadcastable to (B, H, T, T), combined with the
+        causal mask the decoder always applies.
+        Returns logits (B, T, V).
+    See chapter 6.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.drop = nn.Dropout(c.dropout)
+
+        def block(decoder: bool) -> Block:
+            return Block(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, norm_first=False,
+                         cross_attention=decoder, causal=decoder, activation="relu", eps=c.eps,
+                         attn_dropout=c.attn_dropout)
+
+        self.encoder = nn.ModuleList(block(False) for _ in range(c.n_layers))
+        self.decoder = nn.ModuleList(block(True) for _ in range(c.n_layers))
+        self.out_proj = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.out_proj.weight = self.embed.weight  # tied: one matrix, counted once
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier-uniform for every Linear with zero biases; embeddings Normal(0, d_model^-1/2).
+
+        The paper does not state its initialisation; this is the common choice for it. The
+        embedding std d_model^-1/2 makes ``embed(x) * sqrt(d_model)`` have unit scale, the same
+        scale as the sinusoidal positions, and keeps the tied output logits small at the start.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m is not self.out_proj:
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.embed.weight, mean=0.0, std=self.config.d_model ** -0.5)
+
+    def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"token ids must be an integer tensor of shape (B, T), got "
+                             f"{tuple(ids.shape)} {ids.dtype}")
+        x = self.embed(ids) * math.sqrt(self.config.d_model)  # (B, T, C)
+        return self.drop(self.pos(x, offset=offset))
+
+    def source_mask(self, src: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, 1, S) bool mask, True at non-padding source tokens (None without pad_id)."""
+        return None if self.config.pad_id is None else padding_mask(src, self.config.pad_id)
+
+    def make_cache(self) -> Cache:
+        return Cache(self.config.n_layers, cross=True)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
+               return_weights: bool = False):
+        """Source ids (B, S) -> memory (B, S, C) [, list of self-attention weights per layer]."""
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        x = self._embed(src)  # (B, S, C)
+        weights = []
+        for block in self.encoder:
+            x = block(x, mask=src_mask, return_weights=return_weights)
+            if return_weights:
+                x, w = x
+                weights.append(w["self"])  # (B, H, S, S)
+        return (x, weights) if return_weights else x
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
+               cache: Cache | None = None, tgt_mask: torch.Tensor | None = None,
+               return_weights: bool = False):
+        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> logits (B, T, V).
+
+        With a ``cache`` (from ``make_cache``), ``tgt`` holds only the new positions: the keys
+        and values of earlier positions, and the projected memory, come from the cache.
+        With ``return_weights`` also returns {"self": [(B, H, T, T_k)] * n_layers,
+        "cross": [(B, H, T, S)] * n_layers}.
+        ``src_mask`` has no default here (the memory carries no token ids): pass the mask that
+        ``encode`` used whenever the source is padded, or padding will be attended to.
+        """
+        B, S, C = memory.shape
+        if C != self.config.d_model or tgt.dim() != 2 or tgt.shape[0] != B:
+            raise ValueError(f"expected tgt (B, T) and memory (B, S, {self.config.d_model}) with "
+                             f"the same B, got tgt {tuple(tgt.shape)}, memory {tuple(memory.shape)}")
+        offset = cache.seq_len if cache is not None else 0
+        x = self._embed(tgt, offset=offset)  # (B, T, C)
+        weights = {"self": [], "cross": []}
+        for i, block in enumerate(self.decoder):
+            x = block(x, mask=tgt_mask, memory=memory, memory_mask=src_mask,
+                      cache=cache[i] if cache is not None else None,
+                      return_weights=return_weights)
+            if return_weights:
+                x, w = x
+                weights["self"].append(w["self"])  # (B, H, T, T_k)
+                weights["cross"].append(w["cross"])  # (B, H, T, S)
+        logits = self.out_proj(x)  # (B, T, V)
+        return (logits, weights) if return_weights else logits
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor,
+                src_mask: torch.Tensor | None = None,
+                tgt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        memory = self.encode(src, src_mask)  # (B, S, C)
+        return self.decode(tgt_in, memory, src_mask, tgt_mask=tgt_mask)  # (B, T, V)
