@@ -1,0 +1,206 @@
+"""Recurrent baselines: what the Transformer replaced. See chapters 1 and 6.
+
+``RNNClassifier`` reads a sequence step by step and classifies it from its last hidden state
+(chapter 1 uses it on the long-range recall task, with a vanilla tanh RNN and an LSTM).
+``step_gradient_norms`` measures how much gradient reaches each input position.
+
+``RNNSeq2Seq`` is the encoder-decoder of Sutskever et al. (2014) *without attention*: the
+encoder's final state is the only thing the decoder learns about the source (chapter 6 trains
+it on the same translation task as the Transformer). It follows the book's encoder-decoder
+protocol, so ``transformer_book.decoding.greedy`` and ``beam_search`` work on it:
+
+    encode(src, src_mask=None)                     -> memory (B, L, H): the final state
+    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
+    forward(src, tgt_in, src_mask=None)            -> logits (B, T, V)
+
+It has no ``make_cache``: each decoding step reruns the decoder over the whole prefix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+__all__ = ["RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig", "RNNSeq2Seq",
+           "RNN_PRESETS"]
+
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _make_rnn(cell: str, d_in: int, d_hidden: int, n_layers: int, dropout: float = 0.0):
+    if cell not in _CELLS:
+        raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+    kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+    return _CELLS[cell](d_in, d_hidden, num_layers=n_layers, batch_first=True,
+                        dropout=dropout if n_layers > 1 else 0.0, **kwargs)
+
+
+def _check_tokens(name: str, idx, vocab_size: int) -> None:
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
+        got = f"{tuple(idx.shape)} {idx.dtype}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(f"{name} must be a LongTensor of shape (B, T), got {got}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
+        raise ValueError(f"{name} ids must lie in [0, {vocab_size}), got "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+
+
+class RNNClassifier(nn.Module):
+    """Embed, run a recurrent network, classify from the hidden state after the last token.
+
+    Args:
+        vocab_size, n_classes: sizes of the input vocabulary and of the output.
+        d_model: embedding width; d_hidden: state width H.
+        cell: "rnn" (Elman, tanh), "lstm" or "gru".
+
+    forward(idx): idx (B, T) -> logits (B, n_classes). ``embed`` and ``classify`` split it in
+    two so that gradients with respect to each input position can be measured. See chapter 1.
+    """
+
+    def __init__(self, vocab_size: int, n_classes: int, d_model: int = 32, d_hidden: int = 64,
+                 cell: str = "rnn", n_layers: int = 1):
+        super().__init__()
+        self.vocab_size, self.cell = vocab_size, cell
+        self.emb = nn.Embedding(vocab_size, d_model)
+        self.rnn = _make_rnn(cell, d_model, d_hidden, n_layers)
+        self.head = nn.Linear(d_hidden, n_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """PyTorch's defaults, stated: embeddings N(0, 1); every recurrent and output weight and
+        bias U(-1/sqrt(H), 1/sqrt(H)) (so the LSTM's forget-gate bias starts near 0, not 1)."""
+        nn.init.normal_(self.emb.weight)
+        self.rnn.reset_parameters()
+        self.head.reset_parameters()
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        _check_tokens("idx", idx, self.vocab_size)
+        return self.emb(idx)  # (B, T, C)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)  # (B, T, H)
+        return self.head(out[:, -1])  # (B, n_classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(idx))
+
+
+def step_gradient_norms(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How much of the loss's gradient reaches each input position.
+
+    ``model`` offers ``embed(idx) -> (B, T, C)`` and ``classify(x) -> (B, n_classes)`` (the
+    RNNClassifier does; chapter 1 gives its attention model the same two methods).
+
+    Returns:
+        (T,) the norm of d loss / d x_t, averaged over the batch; entry 0 is "step 0".
+    """
+    x = model.embed(idx).detach().requires_grad_(True)  # (B, T, C)
+    loss = F.cross_entropy(model.classify(x), targets)
+    (grad,) = torch.autograd.grad(loss, x)  # (B, T, C)
+    return grad.norm(dim=-1).mean(0)  # (T,)
+
+
+@dataclass(frozen=True)
+class RNNSeq2SeqConfig:
+    src_vocab_size: int = 64
+    tgt_vocab_size: int = 64
+    d_model: int = 64  # embedding width
+    d_hidden: int = 128  # state width H, the same in encoder and decoder
+    n_layers: int = 1
+    cell: str = "gru"  # "gru", "lstm" or "rnn"
+    dropout: float = 0.0
+    pad_id: int = 0  # the id that right-pads src (and the tgt embedding's padding row)
+
+
+RNN_PRESETS = {
+    # Sutskever et al. (2014): 4-layer LSTMs of 1000 cells, 1000-d embeddings, 160k/80k words;
+    # "384M parameters" in the paper, which build(..., device="meta") reproduces.
+    "rnn-seq2seq-sutskever2014": RNNSeq2SeqConfig(src_vocab_size=160_000, tgt_vocab_size=80_000,
+                                                  d_model=1000, d_hidden=1000, n_layers=4,
+                                                  cell="lstm"),
+    # small presets; the vocabulary sizes are set by the chapter's task
+    "rnn-seq2seq-tiny": RNNSeq2SeqConfig(),
+    "rnn-seq2seq-small-gpu": RNNSeq2SeqConfig(d_model=256, d_hidden=512, n_layers=2, dropout=0.1),
+}
+
+
+class RNNSeq2Seq(nn.Module):
+    """Recurrent encoder-decoder without attention: the source's final state starts the decoder.
+
+    The memory handed from encoder to decoder is that final state, batch first so that beam
+    search can reorder it like any other memory: (B, n_layers, H) for a GRU or RNN, and
+    (B, 2 * n_layers, H) for an LSTM (hidden states, then cell states). See chapter 6.
+    """
+
+    def __init__(self, config: RNNSeq2SeqConfig):
+        super().__init__()
+        self.config = c = config
+        self.src_emb = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.tgt_emb = nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.encoder = _make_rnn(c.cell, c.d_model, c.d_hidden, c.n_layers, c.dropout)
+        self.decoder = _make_rnn(c.cell, c.d_model, c.d_hidden, c.n_layers, c.dropout)
+        self.drop = nn.Dropout(c.dropout)
+        self.lm_head = nn.Linear(c.d_hidden, c.tgt_vocab_size)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Every parameter U(-0.08, 0.08), as in Sutskever et al. (2014); padding rows zero."""
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.08, 0.08)
+        with torch.no_grad():
+            self.src_emb.weight[self.config.pad_id].zero_()
+            self.tgt_emb.weight[self.config.pad_id].zero_()
+
+    def _lengths(self, src: torch.Tensor, src_mask) -> torch.Tensor:
+        B, S = src.shape
+        if src_mask is None:
+            keep = src != self.config.pad_id  # (B, S)
+        else:
+            if src_mask.dtype != torch.bool or tuple(src_mask.shape) != (B, 1, 1, S):
+                raise ValueError(f"src_mask must be a bool padding mask of shape ({B}, 1, 1, {S}), "
+                                 f"got {tuple(src_mask.shape)} {src_mask.dtype}")
+            keep = src_mask.reshape(B, S)
+        lengths = keep.sum(1)  # (B,)
+        if bool((lengths == 0).any()):
+            raise ValueError("every source sequence needs at least one real (non-pad) token")
+        return lengths
+
+    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """src (B, S) right-padded -> memory (B, L, H), the state after each row's last real token.
+
+        Packing the padded batch makes the recurrence stop at each row's own length, so the
+        padding never touches the state."""
+        _check_tokens("src", src, self.config.src_vocab_size)
+        lengths = self._lengths(src, src_mask)
+        x = self.drop(self.src_emb(src))  # (B, S, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.encoder(packed)  # (L, B, H), or a pair of them for an LSTM
+        if isinstance(state, tuple):
+            state = torch.cat(state, dim=0)  # (2L, B, H)
+        return state.transpose(0, 1)  # (B, L, H)
+
+    def _state(self, memory: torch.Tensor):
+        c = self.config
+        n = 2 * c.n_layers if c.cell == "lstm" else c.n_layers
+        if memory.dim() != 3 or memory.shape[1:] != (n, c.d_hidden):
+            raise ValueError(f"memory must have shape (B, {n}, {c.d_hidden}) (the output of "
+                             f"encode), got {tuple(memory.shape)}")
+        state = memory.transpose(0, 1).contiguous()  # (L, B, H)
+        return tuple(state.chunk(2, dim=0)) if c.cell == "lstm" else state
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None, cache=None):
+        """tgt (B, T) decoder inputs (BOS first) -> logits (B, T, V).
+
+        ``src_mask`` is accepted for the protocol and unused: the memory is already a summary."""
+        if cache is not None:
+            raise ValueError("RNNSeq2Seq keeps no cache; decoding reruns the prefix (cache=None)")
+        _check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        y = self.drop(self.tgt_emb(tgt))  # (B, T, E)
+        out, _ = self.decoder(y, self._state(memory))  # (B, T, H)
+        return self.lm_head(self.drop(out))  # (B, T, V)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T)."""
+        return self.decode(tgt_in, self.encode(src, src_mask))
