@@ -19,21 +19,22 @@ __all__ = [
 ]
 
 
-def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0,
+                        dtype=torch.float32) -> torch.Tensor:
     """PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(pos / base^(2i/d)).
 
     Returns:
-        (max_len, d_model) float32 tensor.
+        (max_len, d_model) tensor of ``dtype`` (computed in float64, then cast).
     """
     if d_model % 2:
         raise ValueError(f"sinusoidal encoding needs an even d_model, got {d_model}")
-    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
-    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (C/2,)
+    pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (T, 1)
+    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (C/2,)
     angles = pos * inv_freq  # (T, C/2)
-    pe = torch.empty(max_len, d_model)
+    pe = torch.empty(max_len, d_model, dtype=torch.float64)
     pe[:, 0::2] = torch.sin(angles)
     pe[:, 1::2] = torch.cos(angles)
-    return pe
+    return pe.to(dtype)
 
 
 def _check_positions(x: torch.Tensor, d_model: int, max_len: int, offset: int) -> None:

@@ -1,0 +1,266 @@
+"""Training loop, learning-rate schedules, label smoothing and checkpoints. See chapter 6.
+
+``Trainer`` is deliberately small: Adam(W), a schedule, gradient clipping, bf16 autocast on
+CUDA only, a tqdm bar with the live loss, an evaluation hook, and checkpoints in safetensors
+(plain tensors and JSON: loading one never unpickles anything).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .utils import autocast, get_device
+
+__all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
+           "save_checkpoint", "load_checkpoint"]
+
+
+def noam_schedule(d_model: int, warmup_steps: int = 4000):
+    """The 2017 paper's rate: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
+
+    Returns step -> learning rate (use it with base lr 1.0). Steps count from 1: the rate
+    rises linearly for ``warmup_steps`` and then decays as 1/sqrt(step).
+    """
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
+
+    def rate(step: int) -> float:
+        step = max(step, 1)
+        return d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
+    return rate
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """Linear warmup to 1, then a cosine down to ``min_ratio`` at ``total_steps``.
+
+    Returns step -> multiplier of the base learning rate.
+    """
+    if total_steps < 1 or warmup_steps < 0:
+        raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+
+    def mult(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return mult
+
+
+def label_smoothed_cross_entropy(logits, targets, smoothing: float = 0.0, ignore_index: int = -100):
+    """Cross-entropy against (1 - eps) * one_hot + eps / V, averaged over non-ignored tokens.
+
+    Args:
+        logits: (N, V) or (B, T, V); targets: (N,) or (B, T) class ids, ``ignore_index`` skipped.
+    """
+    V = logits.shape[-1]
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
+                         "must agree on all but the last dimension")
+    logp = F.log_softmax(logits.reshape(-1, V).float(), dim=-1)  # (N, V)
+    t = targets.reshape(-1)
+    keep = t != ignore_index
+    if not bool(keep.any()):
+        return logp.sum() * 0.0  # nothing to learn from; keeps the graph
+    logp, t = logp[keep], t[keep]
+    nll = -logp.gather(1, t[:, None])[:, 0]  # (N,)
+    uniform = -logp.mean(dim=-1)  # (N,): cross-entropy with the uniform distribution
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _unique_state(model: nn.Module) -> tuple[dict, dict]:
+    """State dict without aliases (tied weights are stored once) and the alias map."""
+    state, aliases, seen = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.shape, t.stride()) if t.numel() else None
+        if key is not None and key in seen:
+            aliases[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        state[name] = t.detach().contiguous().cpu()
+    return state, aliases
+
+
+def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,
+                    history=None, rng: bool = True) -> None:
+    """Write the model (and optionally optimizer, schedule, RNG state) to one safetensors file."""
+    model = getattr(model, "_orig_mod", model)  # the uncompiled module's names
+    state, aliases = _unique_state(model)
+    tensors = {f"model.{k}": v for k, v in state.items()}
+    meta = {"step": step, "aliases": aliases, "history": history or {}}
+    if optimizer is not None:
+        osd = optimizer.state_dict()
+        for pid, pstate in osd["state"].items():
+            for k, v in pstate.items():
+                v = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+                tensors[f"optim.{pid}.{k}"] = v.detach().contiguous().cpu()
+        meta["param_groups"] = osd["param_groups"]
+    if scheduler is not None:
+        meta["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    if rng:
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(path), metadata={"book": json.dumps(meta)})
+
+
+def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng: bool = True) -> dict:
+    """Load what ``save_checkpoint`` wrote; returns its metadata (step, history).
+
+    Raises:
+        ValueError naming the first tensor that is missing, unexpected, or of the wrong shape.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["book"])
+    tensors = load_file(str(path))
+    model = getattr(model, "_orig_mod", model)
+    own = model.state_dict()
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    for alias, target in meta["aliases"].items():
+        if target in state:
+            state[alias] = state[target]
+    for name in own:
+        if name not in state:
+            raise ValueError(f"checkpoint {path} has no tensor for {name!r} {tuple(own[name].shape)}")
+        if state[name].shape != own[name].shape:
+            raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(state[name].shape)}, "
+                             f"the model expects {tuple(own[name].shape)}")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise ValueError(f"checkpoint {path} has tensor {extra[0]!r} that the model does not have")
+    model.load_state_dict(state)
+    if optimizer is not None:
+        opt_state = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    if scheduler is not None and "scheduler" in meta:
+        scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
+    if rng and "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """Train a model on batches from ``get_batch(step)``.
+
+    Args:
+        model: any nn.Module; it is moved to ``device`` (default: ``get_device()``).
+        lr: base learning rate (with ``noam_schedule`` use 1.0: the schedule is the rate).
+        schedule: None (constant) or a callable step -> multiplier of ``lr``.
+        grad_clip: max global gradient norm (None: no clipping).
+        label_smoothing: epsilon of the default loss.
+        loss_fn: loss_fn(model, batch) -> scalar; default cross-entropy of
+            ``model(*batch[:-1])`` against ``batch[-1]`` (ignore_index -100).
+        eval_fn: eval_fn(model) -> dict of numbers, run every ``eval_every`` steps and at the end.
+    Attributes:
+        history: dict of lists of (step, value): "train_loss", "lr", and eval_fn's keys.
+        step: optimizer steps taken so far.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 3e-4, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, schedule=None, grad_clip: float | None = 1.0,
+                 label_smoothing: float = 0.0, loss_fn=None, device=None, eval_fn=None,
+                 eval_every: int | None = None, progress: bool = True):
+        self.device = torch.device(device) if device is not None else get_device()
+        self.model = model.to(self.device)
+        decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        self.schedule = schedule
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, schedule if schedule is not None else (lambda step: 1.0))
+        self.grad_clip, self.label_smoothing = grad_clip, label_smoothing
+        self.loss_fn, self.eval_fn, self.eval_every = loss_fn, eval_fn, eval_every
+        self.progress = progress
+        self.step = 0
+        self.history: dict[str, list] = {"train_loss": [], "lr": []}
+        self.seconds = 0.0  # wall time spent inside fit()
+
+    def compute_loss(self, batch) -> torch.Tensor:
+        if self.loss_fn is not None:
+            return self.loss_fn(self.model, batch)
+        out = self.model(*batch[:-1])
+        logits = out[0] if isinstance(out, tuple) else out
+        return label_smoothed_cross_entropy(logits, batch[-1], self.label_smoothing)
+
+    def _to_device(self, batch):
+        if isinstance(batch, torch.Tensor):
+            batch = (batch,)
+        return tuple(b.to(self.device) if isinstance(b, torch.Tensor) else b for b in batch)
+
+    def evaluate(self) -> dict:
+        if self.eval_fn is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.eval_fn(self.model)
+        self.model.train(was_training)
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append((self.step, float(v)))
+        return metrics
+
+    def fit(self, get_batch, steps: int | None = None, max_seconds: float | None = None) -> dict:
+        """Take up to ``steps`` optimizer steps (counting on from ``self.step``), stopping
+        early after ``max_seconds``. Returns the history."""
+        if steps is None and max_seconds is None:
+            raise ValueError("fit needs steps, max_seconds, or both")
+        target = self.step + steps if steps is not None else None
+        start = time.perf_counter()
+        bar = tqdm(total=steps, disable=not self.progress, desc="training", leave=False)
+        self.model.train()
+        while target is None or self.step < target:
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            batch = self._to_device(get_batch(self.step))
+            with autocast(self.device):
+                loss = self.compute_loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self.history["train_loss"].append((self.step, loss.item()))
+            self.history["lr"].append((self.step, lr))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.eval_every and self.step % self.eval_every == 0:
+                self.evaluate()
+        bar.close()
+        self.seconds += time.perf_counter() - start
+        if self.eval_fn is not None and not (self.eval_every and self.step % self.eval_every == 0):
+            self.evaluate()
+        return self.history
+
+    def save(self, path) -> None:
+        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.step, self.history)
+
+    def load(self, path) -> None:
+        meta = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        self.step = meta["step"]
+        self.history = {k: [tuple(x) for x in v] for k, v in meta["history"].items()}

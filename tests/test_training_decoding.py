@@ -1,0 +1,194 @@
+"""Trainer, schedules, label smoothing, checkpoints, and the decoders."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transformer_book.decoding import beam_search, filter_logits, greedy, sample
+from transformer_book.models import build
+from transformer_book.training import (Trainer, label_smoothed_cross_entropy, load_checkpoint,
+                                       noam_schedule, save_checkpoint, warmup_cosine)
+
+V = 20
+
+
+def tiny_lm(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    return build("gpt2-tiny", vocab_size=V, d_model=32, n_heads=2, n_layers=2, d_ff=64,
+                 max_len=32, dropout=dropout)
+
+
+def lm_batches(seed=0, B=8, T=12):
+    """get_batch(step): a deterministic function of the step, so runs can be resumed."""
+    def get_batch(step):
+        g = torch.Generator().manual_seed(seed * 100003 + step)
+        x = torch.randint(0, V, (B, T + 1), generator=g)
+        return x[:, :-1], x[:, 1:]
+    return get_batch
+
+
+def test_label_smoothing_equals_torch():
+    torch.manual_seed(0)
+    logits, t = torch.randn(6, 7, V), torch.randint(0, V, (6, 7))
+    t[0, :3] = -100
+    for eps in (0.0, 0.1, 0.3):
+        ours = label_smoothed_cross_entropy(logits, t, eps)
+        ref = F.cross_entropy(logits.reshape(-1, V), t.reshape(-1), ignore_index=-100,
+                              label_smoothing=eps)
+        assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_schedules():
+    noam = noam_schedule(512, warmup_steps=4000)
+    peak = 512 ** -0.5 * 4000 ** -0.5
+    assert math.isclose(noam(4000), peak, rel_tol=1e-12)
+    assert noam(1000) < noam(4000) and noam(16000) < noam(4000)
+    assert math.isclose(noam(16000), peak / 2, rel_tol=1e-12)  # 1/sqrt(step) decay
+    cos = warmup_cosine(10, 110, min_ratio=0.1)
+    assert math.isclose(cos(9), 1.0) and math.isclose(cos(60), 0.55) and math.isclose(cos(110), 0.1)
+    assert cos(0) == pytest.approx(0.1)
+
+
+def test_trainer_overfits_a_tiny_batch():
+    model = tiny_lm()
+    x = torch.randint(0, V, (4, 13), generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(model, lr=1e-2, device="cpu", progress=False)
+    hist = trainer.fit(lambda step: (x[:, :-1], x[:, 1:]), steps=150)
+    first, last = hist["train_loss"][0][1], hist["train_loss"][-1][1]
+    assert first > 2.5 and last < 0.05, (first, last)
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    model = tiny_lm(seed=1)
+    trainer = Trainer(model, lr=1e-3, device="cpu", progress=False)
+    trainer.fit(lm_batches(), steps=3)
+    path = tmp_path / "ck.safetensors"
+    trainer.save(path)
+    other = tiny_lm(seed=2)
+    meta = load_checkpoint(path, other)
+    assert meta["step"] == 3
+    for (n, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert other.lm_head.weight is other.tok_emb.weight  # still tied after loading
+    raw = open(path, "rb").read(8)  # safetensors: an 8-byte header length, then JSON; no pickle
+    assert int.from_bytes(raw, "little") > 0
+
+
+def test_checkpoint_mismatch_is_named(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(path, tiny_lm())
+    with pytest.raises(ValueError, match="shape"):
+        load_checkpoint(path, build("gpt2-tiny", vocab_size=V + 1, d_model=32, n_heads=2,
+                                    n_layers=2, d_ff=64, max_len=32))
+    with pytest.raises(ValueError, match="blocks.2"):
+        load_checkpoint(path, build("gpt2-tiny", vocab_size=V, d_model=32, n_heads=2,
+                                    n_layers=3, d_ff=64, max_len=32))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Dropout on, a schedule, clipping: 6 steps, save, 6 more == 12 steps straight."""
+    def make():
+        return Trainer(tiny_lm(seed=3, dropout=0.2), lr=1e-3, device="cpu", progress=False,
+                       schedule=warmup_cosine(4, 12), grad_clip=0.5)
+
+    torch.manual_seed(10)
+    straight = make()
+    straight.fit(lm_batches(), steps=12)
+
+    torch.manual_seed(10)
+    first = make()
+    first.fit(lm_batches(), steps=6)
+    first.save(tmp_path / "half.safetensors")
+    torch.manual_seed(999)  # a different RNG state: the checkpoint must restore it
+    resumed = make()
+    resumed.load(tmp_path / "half.safetensors")
+    resumed.fit(lm_batches(), steps=6)
+
+    assert resumed.step == 12
+    assert [v for _, v in resumed.history["train_loss"]] == [v for _, v in straight.history["train_loss"]]
+    for (n, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_eval_hook_and_time_budget():
+    calls = []
+    trainer = Trainer(tiny_lm(), device="cpu", progress=False, eval_every=2,
+                      eval_fn=lambda m: calls.append(m.training) or {"val": 1.0})
+    trainer.fit(lm_batches(), steps=5)
+    assert calls == [False, False, False]  # steps 2, 4 and the end, in eval mode
+    assert [s for s, _ in trainer.history["val"]] == [2, 4, 5]
+    t2 = Trainer(tiny_lm(), device="cpu", progress=False)
+    t2.fit(lm_batches(), max_seconds=0.0)
+    assert t2.step == 0
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def test_greedy_with_cache_equals_without_and_argmax():
+    model = tiny_lm(seed=4).eval()
+    prompt = torch.randint(0, V, (3, 4), generator=torch.Generator().manual_seed(1))
+    a = greedy(model, prompt, 10)
+    b = greedy(model, prompt, 10, use_cache=False)
+    assert a.shape == (3, 14) and torch.equal(a, b)
+    # by hand: argmax of the full recomputation at every step
+    seq = prompt
+    for _ in range(10):
+        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(a, seq)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    p = torch.softmax(logits, -1)[0]  # 0.64, 0.24, 0.09, ...
+    kept = ~torch.isinf(filter_logits(logits, top_p=0.8)[0])
+    assert kept.tolist() == [True, True, False, False, False] and p[:2].sum() >= 0.8
+    assert (~torch.isinf(filter_logits(logits, top_p=0.5)[0])).sum() == 1  # top token survives
+    model = tiny_lm(seed=5).eval()
+    prompt = torch.zeros(2, 1, dtype=torch.long)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    s1 = sample(model, prompt, 8, temperature=0.8, top_k=5, generator=g1)
+    s2 = sample(model, prompt, 8, temperature=0.8, top_k=5, generator=g2, use_cache=False)
+    assert torch.equal(s1, s2)
+    low = sample(model, prompt, 8, temperature=1e-4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(low, greedy(model, prompt, 8))
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, prompt, 2, temperature=0.0)
+
+
+def test_beam_search_scores_at_least_greedy_and_is_exhaustive_on_a_tiny_case():
+    model = tiny_lm(seed=6).eval()
+    prompt = torch.randint(0, V, (2, 3), generator=torch.Generator().manual_seed(2))
+
+    def logprob(seq):
+        logp = torch.log_softmax(model(seq[None, :-1]), -1)[0]
+        return sum(logp[t - 1, seq[t]].item() for t in range(3, len(seq)))
+
+    # beam 1 is greedy
+    assert torch.equal(beam_search(model, prompt, 5, beam_size=1, length_penalty=0.0),
+                       greedy(model, prompt, 5))
+    # a beam as wide as the vocabulary finds the exact best 2-token continuation
+    best = beam_search(model, prompt, 2, beam_size=V, length_penalty=0.0)
+    for b in range(2):
+        scores = {}
+        for i in range(V):
+            for j in range(V):
+                seq = torch.cat([prompt[b], torch.tensor([i, j])])
+                scores[(i, j)] = logprob(seq)
+        top = max(scores, key=scores.get)
+        assert tuple(best[b, 3:].tolist()) == top
+    wide = beam_search(model, prompt, 6, beam_size=4, length_penalty=0.0)
+    narrow = greedy(model, prompt, 6)
+    for b in range(2):
+        assert logprob(wide[b]) >= logprob(narrow[b]) - 1e-6
+
+
+def test_decoders_stop_at_eos_and_check_prompt():
+    model = tiny_lm(seed=7).eval()
+    prompt = torch.zeros(1, 2, dtype=torch.long)
+    first = greedy(model, prompt, 1)[0, -1].item()  # make the first greedy token the EOS
+    out = greedy(model, prompt, 10, eos_id=first)
+    assert out.shape == (1, 3)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        greedy(model, torch.zeros(3, dtype=torch.long), 2)
