@@ -1,0 +1,67 @@
+"""The book's own rules: notebooks clean, first cells identical and in agreement with _config.yml,
+the table of contents complete, torch never pinned."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def config_repository_url() -> str:
+    text = (ROOT / "_config.yml").read_text(encoding="utf-8")
+    m = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", text, flags=re.M)
+    assert m, "_config.yml must set repository.url"
+    return m.group(1)
+
+
+def cells(path):
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "book/ has no notebooks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_without_outputs(path):
+    for c in cells(path):
+        if c["cell_type"] == "code":
+            assert not c.get("outputs") and not c.get("execution_count"), f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_installs_from_the_configured_repository(path):
+    first = cells(path)[0]
+    src = "".join(first["source"])
+    assert first["cell_type"] == "code"
+    assert "remove-cell" in first.get("metadata", {}).get("tags", [])
+    assert f"git+{config_repository_url()}.git" in src, "first cell and _config.yml disagree"
+    assert "setup(" in src and "device" in src
+
+
+def test_first_cells_are_identical():
+    sources = {p.name: "".join(cells(p)[0]["source"]) for p in NOTEBOOKS}
+    assert len(set(sources.values())) == 1, "every notebook must start with the same cell"
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from tools.nb import first_cell_source
+    assert set(sources.values()) == {first_cell_source()}
+
+
+def test_toc_lists_every_page_and_only_existing_ones():
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"(?:file|root):\s*(\S+)", toc))
+    for entry in listed:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
+    for path in NOTEBOOKS:
+        assert f"book/{path.stem}" in listed, f"{path.name} is not in _toc.yml"
+
+
+def test_torch_is_a_lower_bound_only():
+    reqs = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    torch_lines = [ln.strip() for ln in reqs.splitlines() if re.match(r"\s*torch\b", ln)]
+    assert torch_lines == ["torch>=2.4"], torch_lines
+    assert re.search(r"^jupyter-book==1\.", reqs, flags=re.M)
