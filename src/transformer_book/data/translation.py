@@ -22,7 +22,9 @@ __all__ = ["Example", "particle", "conjugate", "english_verb", "generate", "make
            "Vocab", "encode_batch", "batch_stream"]
 
 # ---- Hangul: a syllable is 0xAC00 + (initial * 21 + vowel) * 28 + final ----------------------
-_A, _EO, _AE, _E, _YEO, _O, _WA, _OE, _WAE, _U, _WO, _EU, _I = 0, 4, 1, 5, 6, 8, 9, 11, 10, 13, 14, 18, 20
+# vowels ㅏ ㅐ ㅓ ㅔ ㅕ ㅗ ㅘ ㅙ ㅚ ㅜ ㅝ ㅡ ㅣ
+_A, _AE, _EO, _E, _YEO, _O, _WA, _WAE, _OE, _U, _WO, _EU, _I = (0, 1, 4, 5, 6, 8, 9, 10, 11, 13, 14,
+                                                               18, 20)
 _N, _L, _SS = 4, 8, 20  # finals ㄴ, ㄹ, ㅆ
 
 
@@ -269,8 +271,8 @@ def generate(n: int, seed: int = 0, p_rel: float = 0.3, p_and: float = 0.3) -> l
     return [gen.sentence() for _ in range(n)]
 
 
-def make_splits(n_train: int, n_val: int, n_test: int, n_long: int, max_train_len: int = 24,
-                max_long_len: int = 40, seed: int = 0, p_rel: float = 0.3,
+def make_splits(n_train: int, n_val: int, n_test: int, n_long: int, max_train_len: int = 20,
+                max_long_len: int = 30, seed: int = 0, p_rel: float = 0.3,
                 p_and: float = 0.3) -> dict[str, list[Example]]:
     """Disjoint train / val / test splits (no source sentence in two of them), plus "long":
     sentences of ``max_train_len + 1 .. max_long_len`` source words, longer than any in train.
@@ -284,7 +286,8 @@ def make_splits(n_train: int, n_val: int, n_test: int, n_long: int, max_train_le
     while any(len(splits[k]) < want[k] for k in want):
         tries += 1
         if tries > 50 * sum(want.values()) + 10_000:
-            raise RuntimeError(f"could not fill the splits: {({k: len(v) for k, v in splits.items()})}")
+            got = {k: len(v) for k, v in splits.items()}
+            raise RuntimeError(f"could not fill the splits {want}: got {got}")
         ex = gen.sentence()
         key = tuple(ex.src)
         if key in seen or len(ex) > max_long_len:

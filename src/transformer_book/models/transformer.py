@@ -144,8 +144,8 @@ class Transformer(nn.Module):
         """
         B, S, C = memory.shape
         if C != self.config.d_model or tgt.dim() != 2 or tgt.shape[0] != B:
-            raise ValueError(f"expected tgt (B, T) and memory (B, S, {self.config.d_model}) with "
-                             f"the same B, got tgt {tuple(tgt.shape)}, memory {tuple(memory.shape)}")
+            raise ValueError(f"expected tgt (B, T) and memory (B, S, {self.config.d_model}) with the "
+                             f"same B, got tgt {tuple(tgt.shape)}, memory {tuple(memory.shape)}")
         offset = cache.seq_len if cache is not None else 0
         x = self._embed(tgt, offset=offset)  # (B, T, C)
         weights = {"self": [], "cross": []}
