@@ -58,6 +58,20 @@ def test_functional_paths_match_torch_sdpa():
     assert torch.allclose(tb.scaled_dot_product_attention(q, k, v, mask=mask), ref, atol=1e-6)
 
 
+def test_is_causal_flag_equals_the_causal_mask():
+    torch.manual_seed(7)
+    q, k, v = torch.randn(B, H, T, 8), torch.randn(B, H, T, 8), torch.randn(B, H, T, 8)
+    by_mask = tb.scaled_dot_product_attention(q, k, v, mask=causal_mask(T), fused=False)
+    for fused in (True, False):
+        out = tb.scaled_dot_product_attention(q, k, v, is_causal=True, fused=fused)
+        assert torch.allclose(out, by_mask, atol=1e-6)
+    # with a cache (T_q < T_k) the flag stays bottom-right aligned
+    k2, v2 = torch.randn(B, H, T + 3, 8), torch.randn(B, H, T + 3, 8)
+    assert torch.allclose(tb.scaled_dot_product_attention(q, k2, v2, is_causal=True),
+                          tb.scaled_dot_product_attention(q, k2, v2, mask=causal_mask(T, T + 3)),
+                          atol=1e-6)
+
+
 def test_fully_masked_row_gives_no_nan():
     torch.manual_seed(2)
     mha = tb.MultiHeadAttention(C, H)

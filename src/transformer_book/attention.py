@@ -37,7 +37,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, scale=None,
-                                 return_weights: bool = False, bias=None, fused: bool | None = None):
+                                 return_weights: bool = False, bias=None, fused: bool | None = None,
+                                 is_causal: bool = False):
     """softmax(q k^T * scale + bias, masked) v.
 
     Args:
@@ -51,6 +52,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         bias: optional additive bias broadcastable to (B, H, T_q, T_k) (T5's relative bias).
         fused: True = torch.nn.functional.scaled_dot_product_attention, False = explicit
             matrix products; None picks fused unless the weights are requested.
+        is_causal: add a causal mask (bottom-right aligned, as ``masks.causal_mask``); when it is
+            the only mask and T_q == T_k, the fused path hands it to torch's kernels, which then
+            skip the masked half instead of reading a mask tensor.
     Returns:
         out (B, H, T_q, D_v), and the weights (B, H, T_q, T_k) when return_weights is True.
 
@@ -60,9 +64,14 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
     _check_qkv(q, k, v)
     T_q, T_k = q.shape[-2], k.shape[-2]
     check_mask(mask, *q.shape[:-2], T_q, T_k)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if fused is None:
         fused = not return_weights
+    if is_causal and fused and mask is None and bias is None and T_q == T_k:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale,
+                                              is_causal=True)
+    if is_causal:
+        mask = combine_masks(mask, causal_mask(T_q, T_k, device=q.device))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if fused and return_weights:
         raise ValueError("the fused path cannot return the weights; use fused=False")
 
@@ -218,11 +227,10 @@ class MultiHeadAttention(nn.Module):
 
         T_k = k.shape[2]
         check_mask(mask, B, self.n_heads, T, T_k)
-        if self.causal:
-            mask = combine_masks(mask, causal_mask(T, T_k, device=x.device))
         p = self.dropout if self.training else 0.0
         res = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, scale=self.scale,
-                                           return_weights=return_weights, bias=bias)
+                                           return_weights=return_weights, bias=bias,
+                                           is_causal=self.causal)
         out, weights = res if return_weights else (res, None)
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
         out = self.out_proj(out)  # (B, T, C)
