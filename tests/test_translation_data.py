@@ -65,6 +65,17 @@ def test_generation_is_seeded_and_alignments_point_at_translated_words():
         assert last in verbs or last == "not", ex
 
 
+def test_links_start_with_the_alignment_and_add_function_words():
+    for ex in generate(300, seed=7):
+        assert [l[0] for l in ex.links] == ex.align
+        for word, links in zip(ex.tgt, ex.links):
+            assert len(set(links)) == len(links) and all(0 <= i < len(ex.src) for i in links)
+            if word.startswith("않"):  # 않았다 / 않는다 translate 'did not' / 'does not'
+                assert {ex.src[i] for i in links} >= {"not"} and ex.src[links[1]] in ("did", "does")
+            if word.endswith("으로") or word.endswith("로"):
+                assert "with" in [ex.src[i] for i in links]
+
+
 def test_relative_clauses_move_before_their_noun():
     # 'the dog that the cat saw' -> '고양이가 본 개': the relative verb comes right before the
     # noun (or before the noun's adjective), and it translates a word after 'that'

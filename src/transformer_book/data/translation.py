@@ -157,6 +157,9 @@ class Example:
     src: list[str]
     tgt: list[str]
     align: list[int]  # align[j] = index in src of the word that target word j translates
+    # links[j] = align[j] first, then the function words of its English phrase that the Korean
+    # word also expresses ('did not' -> 않았다, 'with the' -> 으로, 'a' -> 가): "possible" links
+    links: list[tuple[int, ...]]
 
     def __len__(self) -> int:
         return len(self.src)
@@ -173,7 +176,7 @@ class _Generator:
 
     def np(self, en: list[str], kind: str, nested: bool):
         """A noun phrase, appended to ``en``. Returns (Korean words before the noun, Korean noun,
-        index of the English noun, determiner)."""
+        links of the noun: (its index, the determiner's), determiner)."""
         pool = ANIMALS if kind == "animal" else THINGS[kind]
         noun_en, noun_ko = self.rng.choice(sorted(pool.items()))
         det = "the" if noun_en in MASS else self.rng.choice(["the", "a"])
@@ -183,44 +186,49 @@ class _Generator:
             adj = self.rng.choice(sorted(adjectives.items()))
         first_letter = (adj[0] if adj else noun_en)[0]
         en.append("an" if det == "a" and first_letter in "aeiou" else det)
+        i_det = len(en) - 1
         pre = []
         if adj:
             en.append(adj[0])
-            pre.append((conjugate(adj[1], "adjective"), len(en) - 1))
+            pre.append((conjugate(adj[1], "adjective"), (len(en) - 1,)))
         en.append(noun_en)
-        i_noun = len(en) - 1
+        links = (len(en) - 1, i_det)
         if not nested and self.chance(self.p_rel):
             en.append("that")
             pre = self.relative(en, kind) + pre  # Korean: relative clause, adjective, noun
-        return pre, noun_ko, i_noun, det
+        return pre, noun_ko, links, det
 
     def verb_words(self, en: list[str], verb, tense: str, neg: bool, form_ko: str):
         """English verb group; Korean verb words aligned to it (않다 aligned to 'not')."""
         base, past, ko = verb[0], verb[1], verb[2]
         if neg:
             en += ["did" if tense == "past" else "does", "not", base]
-            return [(conjugate(ko, "neg"), len(en) - 1), (conjugate("않다", form_ko), len(en) - 2)]
+            n = len(en)
+            return [(conjugate(ko, "neg"), (n - 1,)), (conjugate("않다", form_ko), (n - 2, n - 3))]
         en.append(english_verb(base, past, "past" if tense == "past" else "3sg"))
-        return [(conjugate(ko, form_ko), len(en) - 1)]
+        return [(conjugate(ko, form_ko), (len(en) - 1,))]
 
     def relative(self, en: list[str], head_kind: str):
         """'that saw the cat' (the head is the subject) or 'that the cat saw' (the object)."""
         tense = self.rng.choice(["past", "present"])
         form = "rel_past" if tense == "past" else "rel_present"
         neg = self.chance(0.15)
+        i_that = len(en) - 1
         if head_kind == "animal" and self.chance(0.5):
             verb = self.rng.choice(VERBS)
             words = self.verb_words(en, verb, tense, neg, form)
             obj = self.np(en, self.rng.choice(verb[3]), nested=True)
-            return self.case(obj, "object") + words  # '개를 본 (고양이)'
-        verb = self.rng.choice([v for v in VERBS if head_kind in v[3]])
-        subj = self.np(en, "animal", nested=True)
-        return self.case(subj, "subject") + self.verb_words(en, verb, tense, neg, form)
+            args = self.case(obj, "object")  # '개를 본 (고양이)'
+        else:
+            verb = self.rng.choice([v for v in VERBS if head_kind in v[3]])
+            args = self.case(self.np(en, "animal", nested=True), "subject")
+            words = self.verb_words(en, verb, tense, neg, form)
+        return args + _also(words, i_that)  # the relative ending ㄴ/는 translates 'that'
 
     @staticmethod
     def case(np, role: str):
-        pre, noun_ko, i_noun, _ = np
-        return pre + [(particle(noun_ko, role), i_noun)]
+        pre, noun_ko, links, _ = np
+        return pre + [(particle(noun_ko, role), links)]
 
     def clause(self, en: list[str], last: bool):
         """One clause. English: S V O [with I] [in P] [T]; Korean: S T P I O V."""
@@ -233,23 +241,27 @@ class _Generator:
         if self.chance(0.15):  # 'the cat and a bird' -> '고양이와 새를'
             first = self.np(en, self.rng.choice(verb[3]), nested=True)
             en.append("and")
+            i_and = len(en) - 1
             second = self.np(en, self.rng.choice(verb[3]), nested=True)
-            obj = self.case(first, "and") + self.case(second, "object")
+            obj = _also(self.case(first, "and"), i_and) + self.case(second, "object")
         else:
             obj = self.case(self.np(en, self.rng.choice(verb[3]), nested=False), "object")
         extra = []
         if verb[4] and self.chance(0.35):
             inst_en, inst_ko = self.rng.choice(sorted(verb[4].items()))
             en += ["with", "the", inst_en]
-            extra.append((particle(inst_ko, "instrument"), len(en) - 1))
+            n = len(en)
+            extra.append((particle(inst_ko, "instrument"), (n - 1, n - 3, n - 2)))
         if self.chance(0.35):
             place = self.rng.choice(sorted(PLACES))
             prep, place_ko = PLACES[place]
             en += [prep, "the", place]
-            extra.insert(0, (place_ko + "에서", len(en) - 1))
+            n = len(en)
+            extra.insert(0, (place_ko + "에서", (n - 1, n - 3, n - 2)))
         if self.chance(0.35):
             words, k, ko, _ = self.rng.choice([t for t in TIMES if tense in t[3]])
-            extra.insert(0, (ko, len(en) + k))
+            n = len(en)
+            extra.insert(0, (ko, (n + k,) + tuple(n + i for i in range(len(words)) if i != k)))
             en += words
         return self.case(subj, role) + extra + obj + verb_ko
 
@@ -259,10 +271,18 @@ class _Generator:
         ko = self.clause(en, last=not two)
         if two:
             en.append("and")
+            ko = _also(ko, len(en) - 1)  # the connective -고 translates 'and'
             ko += self.clause(en, last=True)
         en.append(".")
-        ko.append((".", len(en) - 1))
-        return Example(src=en, tgt=[w for w, _ in ko], align=[i for _, i in ko])
+        ko.append((".", (len(en) - 1,)))
+        return Example(src=en, tgt=[w for w, _ in ko], align=[links[0] for _, links in ko],
+                       links=[links for _, links in ko])
+
+
+def _also(words: list, i: int) -> list:
+    """Add source word ``i`` to the links of the last Korean word."""
+    *rest, (word, links) = words
+    return rest + [(word, links + (i,))]
 
 
 def generate(n: int, seed: int = 0, p_rel: float = 0.3, p_and: float = 0.3) -> list[Example]:
