@@ -1,0 +1,50 @@
+"""Make Korean text in the HTML book render without a system Korean font or a network.
+
+Copies NanumGothic (shipped by the PyPI package koreanize-matplotlib, which the plots already use)
+into the build's ``_static`` (minus the empty tables browsers refuse) and adds it as a fallback web font after the theme's fonts, so Latin
+text keeps the theme's look and Hangul falls back to NanumGothic. Nothing is committed.
+"""
+from pathlib import Path
+
+CSS = """@font-face {
+  font-family: "NanumGothicBook";
+  src: url("NanumGothic.ttf") format("truetype");
+  unicode-range: U+1100-11FF, U+3130-318F, U+AC00-D7AF;
+}
+:root {
+  --pst-font-family-base: var(--pst-font-family-base-system), "NanumGothicBook";
+  --pst-font-family-heading: var(--pst-font-family-base-system), "NanumGothicBook";
+  --pst-font-family-monospace: var(--pst-font-family-monospace-system), "NanumGothicBook";
+}
+"""
+
+
+def font_file() -> Path:
+    import koreanize_matplotlib
+
+    path = Path(koreanize_matplotlib.__file__).parent / "fonts" / "NanumGothic.ttf"
+    if not path.exists():
+        raise RuntimeError(f"NanumGothic not found at {path}; pip install koreanize-matplotlib")
+    return path
+
+
+def _write(app, exc):
+    if exc is None and app.builder.format == "html":
+        static = Path(app.outdir) / "_static"
+        static.mkdir(parents=True, exist_ok=True)
+        from fontTools.ttLib import TTFont  # installed with matplotlib
+
+        font = TTFont(str(font_file()))
+        # The shipped file carries empty VTT source tables (TSI0-TSI5); browsers' font
+        # sanitizer rejects the whole font because of them ("TSI3: zero-length table").
+        for tag in [t for t in font.keys() if t.startswith("TSI")]:
+            del font[tag]
+        font.save(str(static / "NanumGothic.ttf"))
+        (static / "korean-font.css").write_text(CSS, encoding="utf-8")
+
+
+def setup(app):
+    font_file()
+    app.add_css_file("korean-font.css")
+    app.connect("build-finished", _write)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
