@@ -20,9 +20,11 @@ CSS = """@font-face {
 
 
 def font_file() -> Path:
-    import koreanize_matplotlib
+    import importlib.util
 
-    path = Path(koreanize_matplotlib.__file__).parent / "fonts" / "NanumGothic.ttf"
+    spec = importlib.util.find_spec("koreanize_matplotlib")  # located, not imported
+    folder = Path(list(spec.submodule_search_locations)[0]) if spec else Path("?")
+    path = folder / "fonts" / "NanumGothic.ttf"
     if not path.exists():
         raise RuntimeError(f"NanumGothic not found at {path}; pip install koreanize-matplotlib")
     return path

@@ -5,18 +5,40 @@ so that Korean tokens render in labels, with no network.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import font_manager
 
-try:  # the Korean font ships inside the package; importing it sets rcParams
-    import koreanize_matplotlib  # noqa: F401
-except ImportError:  # plots still work, Korean glyphs show as boxes
-    pass
-matplotlib.rcParams["axes.unicode_minus"] = False  # NanumGothic lacks the unicode minus
 
-__all__ = ["attention_heatmap", "attention_grid", "plot_positional_encoding", "plot_history"]
+def korean_font_path() -> Path | None:
+    """NanumGothic.ttf as shipped by the koreanize-matplotlib package, found without importing
+    it (its import needs distutils, which Python 3.12 no longer has)."""
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "fonts" / "NanumGothic.ttf"
+    return path if path.exists() else None
+
+
+def use_korean_font() -> bool:
+    """Register NanumGothic with matplotlib and make it the default family. Returns success."""
+    path = korean_font_path()
+    if path is None:  # plots still work; Korean glyphs would show as boxes
+        return False
+    font_manager.fontManager.addfont(str(path))
+    matplotlib.rcParams["font.family"] = font_manager.FontProperties(fname=str(path)).get_name()
+    matplotlib.rcParams["axes.unicode_minus"] = False  # NanumGothic lacks the unicode minus
+    return True
+
+
+use_korean_font()
+
+__all__ = ["use_korean_font", "korean_font_path", "attention_heatmap", "attention_grid", "plot_positional_encoding", "plot_history"]
 
 
 def _to_numpy(x) -> np.ndarray:

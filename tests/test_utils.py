@@ -1,0 +1,67 @@
+"""Device choice, the size switch, seeding, parameter counting, plotting helpers."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+from transformer_book import plotting
+from transformer_book.models import build
+from transformer_book.utils import count_params, get_device, scale, seed_everything
+
+
+def test_count_params_counts_tied_weights_once():
+    model = build("gpt2-tiny", vocab_size=100, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=8)
+    assert model.lm_head.weight is model.tok_emb.weight
+    naive = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert count_params(model) == naive - 100 * 16
+    # by hand: embeddings, one block (4 projections, FFN, 2 norms), final norm
+    block = 4 * (16 * 16 + 16) + (16 * 32 + 32) + (32 * 16 + 16) + 2 * 2 * 16
+    assert count_params(model) == 100 * 16 + 8 * 16 + block + 2 * 16
+    assert count_params(build("gpt2", device="meta")) == 124_439_808  # published GPT-2 small
+
+
+def test_device_and_scale_switch(monkeypatch):
+    monkeypatch.delenv("BOOK_DEVICE", raising=False)
+    monkeypatch.delenv("BOOK_SCALE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert get_device().type == "cuda"
+    assert scale("cpu") == "small" and scale("cuda") == "large"
+    monkeypatch.setenv("BOOK_SCALE", "large")
+    assert scale("cpu") == "large"
+    monkeypatch.setenv("BOOK_SCALE", "huge")
+    with pytest.raises(ValueError, match="BOOK_SCALE"):
+        scale("cpu")
+    monkeypatch.setenv("BOOK_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+
+
+def test_seeding_repeats():
+    seed_everything(3)
+    a = torch.randn(4)
+    seed_everything(3)
+    assert torch.equal(a, torch.randn(4))
+
+
+def test_heatmap_labels_and_errors():
+    w = torch.softmax(torch.randn(3, 4), -1)
+    ax = plotting.attention_heatmap(w, ["어제", "카페", "갔었어"], ["a", "b", "c", "d"], title="t")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["어제", "카페", "갔었어"]
+    with pytest.raises(ValueError, match="key_labels has 2 entries for 4"):
+        plotting.attention_heatmap(w, key_labels=["a", "b"])
+    with pytest.raises(ValueError, match="2-D"):
+        plotting.attention_heatmap(torch.rand(2, 3, 4))
+    fig = plotting.attention_grid(torch.rand(3, 2, 2))
+    assert len([a for a in fig.axes if a.get_title().startswith("head")]) == 3
+    ax = plotting.plot_history({"train_loss": [(1, 2.0), (2, 1.0)]})
+    assert ax.get_xlabel() == "step"
+    matplotlib.pyplot.close("all")
+
+
+def test_korean_font_is_registered():
+    from matplotlib import font_manager
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    assert "NanumGothic" in names
+    assert "NanumGothic" in matplotlib.rcParams["font.family"]
