@@ -9,11 +9,14 @@ import dataclasses
 
 import torch
 
+from .bert import BERT, BERT_PRESETS, BertConfig, BertForClassification, BertForMaskedLM
 from .gpt import GPT, GPT_PRESETS, GPTConfig
+from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .rnn import RNN_PRESETS, RNNSeq2Seq, RNNSeq2SeqConfig
 
-__all__ = ["build", "register", "PRESETS", "GPT", "GPTConfig", "Transformer", "TransformerConfig"]
+__all__ = ["build", "register", "PRESETS", "GPT", "GPTConfig", "Transformer", "TransformerConfig",
+           "BERT", "BertConfig", "BertForMaskedLM", "BertForClassification", "T5", "T5Config"]
 
 # name -> (model class, config)
 PRESETS: dict[str, tuple[type, object]] = {}
@@ -28,6 +31,8 @@ def register(presets: dict, cls: type) -> None:
 
 
 register(GPT_PRESETS, GPT)
+register(BERT_PRESETS, BERT)
+register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
 register(RNN_PRESETS, RNNSeq2Seq)
 

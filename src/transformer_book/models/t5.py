@@ -1,0 +1,191 @@
+"""T5: every task as text-to-text, on an encoder-decoder Transformer. See chapter 11.
+
+Raffel et al. (2020). Differences from the 2017 Transformer, all visible below:
+  - pre-norm with RMSNorm (a weight, no bias, no centring), plus a final RMSNorm per stack;
+  - no biases in any projection;
+  - no 1/sqrt(d_head) inside attention (the initialisation absorbs it);
+  - no absolute positions: a learned relative position bias, computed once per stack by
+    the first layer and added to the scores of every layer (bidirectional buckets in the
+    encoder, causal buckets in the decoder, none in cross-attention);
+  - one embedding shared by encoder, decoder and (original T5) the output layer, whose
+    input is then rescaled by d_model**-0.5.
+T5 v1.1 changes the FFN to gated GELU and unties the output layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..attention import Cache
+from ..layers import Block, RMSNorm
+from ..positional import RelativePositionBias
+
+__all__ = ["T5Config", "T5", "T5_PRESETS"]
+
+
+@dataclass(frozen=True)
+class T5Config:
+    vocab_size: int = 32128
+    d_model: int = 512
+    n_heads: int = 8
+    d_head: int = 64  # not always d_model // n_heads in T5
+    d_ff: int = 2048
+    n_layers: int = 6  # encoder
+    n_decoder_layers: int | None = None  # default: n_layers
+    num_buckets: int = 32
+    max_distance: int = 128
+    dropout: float = 0.1
+    activation: str = "relu"  # T5 v1.1: "gated-gelu_tanh"
+    tie_embeddings: bool = True  # T5 v1.1: False
+    eps: float = 1e-6
+    pad_id: int = 0
+    decoder_start_id: int = 0  # T5 starts decoding from the pad token
+
+    @property
+    def n_dec_layers(self) -> int:
+        return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
+
+
+T5_PRESETS = {
+    "t5-small": T5Config(),
+    "t5-base": T5Config(d_model=768, n_heads=12, d_ff=3072, n_layers=12),
+    # small presets a chapter trains on a CPU (vocab set by the chapter's tokenizer)
+    "t5-tiny": T5Config(vocab_size=256, d_model=128, n_heads=4, d_head=32, d_ff=512,
+                        n_layers=3, dropout=0.0),
+    "t5-v1_1-tiny": T5Config(vocab_size=256, d_model=128, n_heads=4, d_head=32, d_ff=384,
+                             n_layers=3, dropout=0.0, activation="gated-gelu_tanh",
+                             tie_embeddings=False),
+}
+
+
+def _as_mask(mask: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | None:
+    """(B, S) 0/1 or bool (B, 1, 1, S) -> bool (B, 1, 1, S), True = real token."""
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        mask = mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-1] != ids.shape[1]:
+        raise ValueError(f"attention mask must be (B, S) or bool (B, 1, 1, S) with "
+                         f"S={ids.shape[1]}, got {tuple(mask.shape)} {mask.dtype}")
+    return mask
+
+
+class T5Stack(nn.Module):
+    """The encoder (bidirectional) or the decoder (causal, with cross-attention) of T5."""
+
+    def __init__(self, c: T5Config, decoder: bool):
+        super().__init__()
+        n = c.n_dec_layers if decoder else c.n_layers
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, norm_first=True,
+                  cross_attention=decoder, causal=decoder, activation=c.activation,
+                  norm="rmsnorm", eps=c.eps, bias=False, attn_scale=1.0, d_head=c.d_head,
+                  ffn_dropout=c.dropout)
+            for _ in range(n))
+        self.rel_bias = RelativePositionBias(c.n_heads, c.num_buckets, c.max_distance,
+                                             bidirectional=not decoder)
+        self.final_norm = RMSNorm(c.d_model, c.eps)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x, mask=None, memory=None, memory_mask=None, cache: Cache | None = None):
+        B, T, C = x.shape
+        offset = cache.seq_len if cache is not None else 0
+        bias = self.rel_bias(T, offset + T)  # (1, H, T, T_k): one bias for every layer
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, memory=memory, memory_mask=memory_mask,
+                      cache=cache[i] if cache is not None else None, self_bias=bias)
+        return self.drop(self.final_norm(x))  # (B, T, C)
+
+
+class T5(nn.Module):
+    """T5 encoder-decoder.
+
+    forward(input_ids, decoder_input_ids, attention_mask=None, targets=None):
+        input_ids (B, S); decoder_input_ids (B, T) (targets shifted right, see ``shift_right``);
+        attention_mask (B, S) with 1 at real source tokens; targets (B, T), -100 = no loss.
+        Returns logits (B, T, V), or (logits, loss) when targets are given.
+    encode(src, src_mask=None) -> memory (B, S, C)
+    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
+    make_cache() -> a Cache for incremental decoding (self- and cross-attention).
+    See chapter 11.
+    """
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = c = config
+        self.shared = nn.Embedding(c.vocab_size, c.d_model)
+        self.encoder = T5Stack(c, decoder=False)
+        self.decoder = T5Stack(c, decoder=True)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.shared.weight  # one matrix, counted once
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Mesh TensorFlow's scheme, which replaces the missing 1/sqrt(d_head) of attention:
+        embedding (and untied head) N(0, 1); queries N(0, (d_model * d_head)^-1/2); keys and
+        values N(0, d_model^-1/2); attention output N(0, (H * d_head)^-1/2); FFN input layers
+        N(0, d_model^-1/2), output layer N(0, d_ff^-1/2); relative biases N(0, d_model^-1/2);
+        RMSNorm weights 1."""
+        c = self.config
+        nn.init.normal_(self.shared.weight, std=1.0)
+        if not c.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=1.0)
+        for stack in (self.encoder, self.decoder):
+            nn.init.normal_(stack.rel_bias.embedding.weight, std=c.d_model ** -0.5)
+            for block in stack.blocks:
+                for attn in filter(None, (block.self_attn, block.cross_attn)):
+                    nn.init.normal_(attn.q_proj.weight, std=(c.d_model * c.d_head) ** -0.5)
+                    nn.init.normal_(attn.k_proj.weight, std=c.d_model ** -0.5)
+                    nn.init.normal_(attn.v_proj.weight, std=c.d_model ** -0.5)
+                    nn.init.normal_(attn.out_proj.weight, std=(c.n_heads * c.d_head) ** -0.5)
+                for lin in filter(None, (block.ffn.gate, block.ffn.up)):
+                    nn.init.normal_(lin.weight, std=c.d_model ** -0.5)
+                nn.init.normal_(block.ffn.down.weight, std=c.d_ff ** -0.5)
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+
+    def make_cache(self) -> Cache:
+        return Cache(self.config.n_dec_layers, cross=True)
+
+    def _check_ids(self, name: str, ids: torch.Tensor) -> None:
+        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"{name} must be integer token ids of shape (B, T), got "
+                             f"{tuple(ids.shape)} {ids.dtype}")
+
+    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        self._check_ids("src", src)
+        return self.encoder(self.shared(src), mask=_as_mask(src_mask, src))  # (B, S, C)
+
+    def decode(self, tgt, memory, src_mask=None, cache: Cache | None = None):
+        self._check_ids("tgt", tgt)
+        if memory.dim() != 3 or memory.shape[0] != tgt.shape[0]:
+            raise ValueError(f"memory must be (B={tgt.shape[0]}, S, C), got {tuple(memory.shape)}")
+        src_mask = None if src_mask is None else _as_mask(src_mask, memory[..., 0])
+        h = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask, cache=cache)
+        if self.config.tie_embeddings:
+            h = h * self.config.d_model ** -0.5  # keeps the tied logits at a sane scale
+        return self.lm_head(h)  # (B, T, V)
+
+    def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs for teacher forcing: decoder_start_id, then targets[:, :-1]
+        (positions holding -100 become pad_id)."""
+        start = torch.full_like(targets[:, :1], self.config.decoder_start_id)
+        shifted = torch.cat([start, targets[:, :-1]], dim=1)  # (B, T)
+        return shifted.masked_fill(shifted == -100, self.config.pad_id)
+
+    def forward(self, input_ids, decoder_input_ids, attention_mask=None, targets=None):
+        memory = self.encode(input_ids, attention_mask)  # (B, S, C)
+        logits = self.decode(decoder_input_ids, memory, attention_mask)  # (B, T, V)
+        if targets is None:
+            return logits
+        if targets.shape != decoder_input_ids.shape:
+            raise ValueError(f"targets must have the shape of decoder_input_ids "
+                             f"{tuple(decoder_input_ids.shape)}, got {tuple(targets.shape)}")
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits, loss

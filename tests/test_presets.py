@@ -1,0 +1,73 @@
+"""Every preset builds on the meta device (no memory) with the published parameter counts."""
+import pytest
+import torch
+
+from transformer_book.models import PRESETS, build
+from transformer_book.utils import count_params
+
+# Published sizes: GPT-2 (Radford et al. 2019, as released), GPT-1, BERT encoder + pooler
+# (Devlin et al. 2019, without the MLM head), T5 (Raffel et al. 2020, shared embedding once).
+REFERENCE = {
+    "gpt1": 116_534_784,
+    "gpt2": 124_439_808,
+    "gpt2-medium": 354_823_168,
+    "gpt2-large": 774_030_080,
+    "gpt2-xl": 1_557_611_200,
+    "bert-base": 109_482_240,
+    "bert-large": 335_141_888,
+    "t5-small": 60_506_624,
+    "t5-base": 222_903_552,
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_parameter_count_equals_reference(name):
+    model = build(name, device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())  # nothing allocated
+    assert count_params(model) == REFERENCE[name]
+
+
+def test_family_presets_are_registered():
+    for name in ("bert-tiny", "t5-tiny", "t5-v1_1-tiny", *REFERENCE):
+        assert name in PRESETS
+
+
+def test_bert_count_by_hand():
+    """bert-base: embeddings + 12 layers + pooler, each part from the formula."""
+    V, P, S, C, F, L = 30522, 512, 2, 768, 3072, 12
+    embeddings = (V + P + S) * C + 2 * C
+    layer = 4 * (C * C + C) + 2 * C + (C * F + F) + (F * C + C) + 2 * C
+    pooler = C * C + C
+    assert embeddings + L * layer + pooler == count_params(build("bert-base", device="meta"))
+
+
+def test_t5_count_by_hand():
+    """t5-small: shared embedding (tied head, counted once), no biases, RMSNorm weights only,
+    one relative-bias table per stack."""
+    V, C, F, H, L, buckets = 32128, 512, 2048, 8, 6, 32
+    enc_layer = 4 * C * C + 2 * C * F + 2 * C
+    dec_layer = 8 * C * C + 2 * C * F + 3 * C
+    total = V * C + L * (enc_layer + dec_layer) + 2 * (buckets * H + C)
+    assert total == count_params(build("t5-small", device="meta"))
+
+
+def test_untied_t5_counts_its_head():
+    tied = count_params(build("t5-tiny", device="meta"))
+    untied = count_params(build("t5-tiny", device="meta", tie_embeddings=False))
+    assert untied - tied == 256 * 128
+
+
+def test_small_presets_build_and_run_on_cpu():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 256, (2, 9))
+    bert = build("bert-tiny").eval()
+    assert bert(ids).shape == (2, 9, 128)
+    t5 = build("t5-v1_1-tiny").eval()
+    assert t5(ids, ids[:, :4]).shape == (2, 4, 256)
+
+
+def test_build_rejects_unknown_names_and_fields():
+    with pytest.raises(ValueError, match="t5-huge"):
+        build("t5-huge", device="meta")
+    with pytest.raises(ValueError, match="n_experts"):
+        build("bert-base", device="meta", n_experts=8)

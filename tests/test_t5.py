@@ -1,0 +1,124 @@
+"""T5: no biases, no 1/sqrt(d_head), a relative bias shared per stack, the tied head's rescale,
+incremental decoding with the cache, errors."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from transformer_book.decoding import greedy
+from transformer_book.layers import LayerNorm, RMSNorm
+from transformer_book.models import T5, T5Config, build
+from transformer_book.positional import RelativePositionBias
+
+CFG = T5Config(vocab_size=40, d_model=32, n_heads=4, d_head=8, d_ff=64, n_layers=2,
+               n_decoder_layers=3, dropout=0.0)
+
+
+def batch(seed=0, B=2, S=9, T=6):
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = torch.randint(1, 40, (B, S), generator=g), torch.randint(1, 40, (B, T), generator=g)
+    mask = torch.ones(B, S, dtype=torch.long)
+    mask[1, -3:] = 0
+    return src, tgt, mask
+
+
+@pytest.mark.parametrize("v1_1", [False, True])
+def test_architecture(v1_1):
+    cfg = T5Config(**{**CFG.__dict__, "activation": "gated-gelu_tanh", "tie_embeddings": False}) \
+        if v1_1 else CFG
+    model = T5(cfg)
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Linear))
+    assert not any(isinstance(m, LayerNorm) for m in model.modules())
+    assert sum(isinstance(m, RMSNorm) for m in model.modules()) == 2 * 2 + 3 * 3 + 2
+    biases = [m for m in model.modules() if isinstance(m, RelativePositionBias)]
+    assert len(biases) == 2  # one per stack, shared by its layers
+    assert model.encoder.rel_bias.bidirectional and not model.decoder.rel_bias.bidirectional
+    assert all(b.norm_first and b.self_attn.scale == 1.0 for b in model.encoder.blocks)
+    assert all(b.self_attn.causal and b.has_cross for b in model.decoder.blocks)
+    assert (model.lm_head.weight is model.shared.weight) == (not v1_1)
+    assert model.decoder.blocks[0].ffn.gated == v1_1
+
+
+def test_tied_head_rescales_by_d_model_to_the_minus_half():
+    torch.manual_seed(0)
+    model = T5(CFG).eval()
+    src, tgt, mask = batch()
+    with torch.no_grad():
+        memory = model.encode(src, mask)
+        h = model.decoder(model.shared(tgt), memory=memory, memory_mask=mask.bool()[:, None, None, :])
+        expected = F.linear(h * CFG.d_model ** -0.5, model.shared.weight)
+        assert torch.allclose(model(src, tgt, mask), expected, atol=1e-5)
+
+
+def test_encoder_padding_with_mask_changes_nothing_for_real_tokens():
+    torch.manual_seed(0)
+    model = T5(CFG).eval()
+    src = torch.randint(1, 40, (1, 6))
+    padded = torch.cat([src, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1] * 6 + [0] * 4])
+    with torch.no_grad():
+        assert torch.allclose(model.encode(src), model.encode(padded, mask)[:, :6], atol=1e-5)
+        tgt = torch.randint(1, 40, (1, 5))
+        assert torch.allclose(model(src, tgt), model(padded, tgt, mask), atol=1e-5)
+
+
+def test_decoding_with_the_cache_equals_the_full_pass():
+    torch.manual_seed(0)
+    model = T5(CFG).eval()
+    src, tgt, mask = batch()
+    with torch.no_grad():
+        memory = model.encode(src, mask)
+        full = model.decode(tgt, memory, mask)
+        cache = model.make_cache()
+        steps = [model.decode(tgt[:, :2], memory, mask, cache=cache)]
+        steps += [model.decode(tgt[:, t:t + 1], memory, mask, cache=cache) for t in range(2, 6)]
+    assert cache.seq_len == 6
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    out = greedy(model, torch.zeros(2, 1, dtype=torch.long), 8, src=src,
+                 src_mask=mask.bool()[:, None, None, :])
+    out_nc = greedy(model, torch.zeros(2, 1, dtype=torch.long), 8, src=src,
+                    src_mask=mask.bool()[:, None, None, :], use_cache=False)
+    assert torch.equal(out, out_nc)
+
+
+def test_shift_right_and_loss():
+    model = T5(CFG)
+    y = torch.tensor([[5, 6, 7, -100], [8, 9, -100, -100]])
+    assert model.shift_right(y).tolist() == [[0, 5, 6, 7], [0, 8, 9, 0]]
+    src, _, mask = batch()
+    logits, loss = model(src, model.shift_right(y), mask, targets=y)
+    ref = F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, ref)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = T5(CFG)
+    src, tgt, mask = batch()
+    with pytest.raises(ValueError, match="attention mask"):
+        model(src, tgt, mask[:, :4])
+    with pytest.raises(ValueError, match="src"):
+        model.encode(src.float())
+    with pytest.raises(ValueError, match="targets"):
+        model(src, tgt, mask, targets=tgt[:, :2])
+
+
+def test_t5_tiny_fits_a_small_translation_table():
+    """16 fixed source/target pairs (targets are a random function of the source): after 120
+    steps the model has memorised them and greedy decoding (with the cache) reproduces them."""
+    torch.manual_seed(0)
+    model = build("t5-tiny", vocab_size=20, d_model=64, n_layers=2, d_ff=128)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    src, y = torch.randint(2, 20, (16, 6), generator=g), torch.randint(2, 20, (16, 5), generator=g)
+    losses = []
+    for _ in range(120):
+        _, loss = model(src, model.shift_right(y), targets=y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses[::20]
+    model.eval()
+    with torch.no_grad():
+        out = greedy(model, torch.zeros(16, 1, dtype=torch.long), 5, src=src)[:, 1:]
+    assert (out == y).all(dim=1).float().mean() >= 0.9

