@@ -227,7 +227,9 @@ class Trainer:
             raise ValueError("fit needs steps, max_seconds, or both")
         target = self.step + steps if steps is not None else None
         start = time.perf_counter()
-        bar = tqdm(total=steps, disable=not self.progress, desc="training", leave=False)
+        # pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 (CI) still works
+        bar = tqdm(total=steps, desc="training", leave=False,
+                   **({} if self.progress else {"disable": True}))
         self.model.train()
         while target is None or self.step < target:
             if max_seconds is not None and time.perf_counter() - start >= max_seconds:
