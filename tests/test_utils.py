@@ -65,3 +65,14 @@ def test_korean_font_is_registered():
     names = {f.name for f in font_manager.fontManager.ttflist}
     assert "NanumGothic" in names
     assert "NanumGothic" in matplotlib.rcParams["font.family"]
+    # Hangul and a log axis (its tick labels typeset a minus sign) render without missing glyphs
+    import warnings
+
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.semilogy([1, 2, 3], [1e-5, 1e-3, 1.0])
+    ax.set_title("어제 카페 갔었어")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.canvas.draw()
+    plt.close(fig)

@@ -31,8 +31,10 @@ def use_korean_font() -> bool:
     if path is None:  # plots still work; Korean glyphs would show as boxes
         return False
     font_manager.fontManager.addfont(str(path))
-    matplotlib.rcParams["font.family"] = font_manager.FontProperties(fname=str(path)).get_name()
-    matplotlib.rcParams["axes.unicode_minus"] = False  # NanumGothic lacks the unicode minus
+    name = font_manager.FontProperties(fname=str(path)).get_name()
+    # DejaVu Sans first (it has the minus sign that log-axis tick labels typeset, which
+    # NanumGothic lacks), Hangul falls back to NanumGothic glyph by glyph
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", name]
     return True
 
 
