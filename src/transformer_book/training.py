@@ -250,7 +250,7 @@ class Trainer:
             self.history["train_loss"].append((self.step, loss.item()))
             self.history["lr"].append((self.step, lr))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # redraw at tqdm's pace
             if self.eval_every and self.step % self.eval_every == 0:
                 self.evaluate()
         bar.close()
