@@ -45,8 +45,16 @@ def _write(app, exc):
         (static / "korean-font.css").write_text(CSS, encoding="utf-8")
 
 
+def _preload(app, pagename, templatename, context, doctree):
+    # fetch the font with the page, so Hangul is never first painted with a fallback (boxes)
+    href = context["pathto"]("_static/NanumGothic.ttf", 1)
+    context["metatags"] = context.get("metatags", "") + (
+        f'\n<link rel="preload" href="{href}" as="font" type="font/ttf" crossorigin>')
+
+
 def setup(app):
     font_file()
     app.add_css_file("korean-font.css")
+    app.connect("html-page-context", _preload)
     app.connect("build-finished", _write)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
