@@ -127,11 +127,11 @@ def test_kv_cache_matches_full_recomputation():
     from transformer_book.models import build
     model = build("gpt2-tiny", vocab_size=50, n_layers=2).eval()
     idx = torch.randint(0, 50, (2, 12))
-    full = model(idx)
+    full = model(idx).logits
     cache = model.make_cache()
-    steps = [model(idx[:, :4], cache=cache)]  # a prompt, then one token at a time
+    steps = [model(idx[:, :4], cache=cache).logits]  # a prompt, then one token at a time
     for t in range(4, 12):
-        steps.append(model(idx[:, t:t + 1], cache=cache))
+        steps.append(model(idx[:, t:t + 1], cache=cache).logits)
     assert cache.seq_len == 12
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
 

@@ -61,9 +61,9 @@ def test_small_presets_build_and_run_on_cpu():
     torch.manual_seed(0)
     ids = torch.randint(0, 256, (2, 9))
     bert = build("bert-tiny").eval()
-    assert bert(ids).shape == (2, 9, 128)
+    assert bert(ids).hidden.shape == (2, 9, 128)
     t5 = build("t5-v1_1-tiny").eval()
-    assert t5(ids, ids[:, :4]).shape == (2, 4, 256)
+    assert t5(ids, ids[:, :4]).logits.shape == (2, 4, 256)
 
 
 def test_build_rejects_unknown_names_and_fields():

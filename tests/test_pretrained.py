@@ -78,24 +78,26 @@ def inputs(seed=1, B=3, T=11):
 # name -> (reference factory, reference forward, our forward); each returns the tensor compared
 CASES = {
     "gpt2": (gpt2_ref, lambda m, ids, mask, types: m(ids).logits,
-             lambda m, ids, mask, types: m(ids)),
+             lambda m, ids, mask, types: m(ids).logits),
     "gpt1": (gpt1_ref, lambda m, ids, mask, types: m(ids).logits,
-             lambda m, ids, mask, types: m(ids)),
+             lambda m, ids, mask, types: m(ids).logits),
     "bert": (lambda: transformers.BertModel(bert_config()).eval(),
              lambda m, ids, mask, types: m(ids, attention_mask=mask,
                                            token_type_ids=types).last_hidden_state,
-             lambda m, ids, mask, types: m(ids, token_type_ids=types, attention_mask=mask)),
+             lambda m, ids, mask, types: m(ids, token_type_ids=types,
+                                           attention_mask=mask).hidden),
     "bert-mlm": (lambda: transformers.BertForMaskedLM(bert_config()).eval(),
                  lambda m, ids, mask, types: m(ids, attention_mask=mask, token_type_ids=types).logits,
-                 lambda m, ids, mask, types: m(ids, token_type_ids=types, attention_mask=mask)),
+                 lambda m, ids, mask, types: m(ids, token_type_ids=types,
+                                               attention_mask=mask).logits),
     "t5": (lambda: t5_ref(False),
            lambda m, ids, mask, types: m(input_ids=ids, attention_mask=mask,
                                          decoder_input_ids=ids[:, :7]).logits,
-           lambda m, ids, mask, types: m(ids, ids[:, :7], attention_mask=mask)),
+           lambda m, ids, mask, types: m(ids, ids[:, :7], src_mask=mask).logits),
     "t5-v1_1": (lambda: t5_ref(True),
                 lambda m, ids, mask, types: m(input_ids=ids, attention_mask=mask,
                                               decoder_input_ids=ids[:, :7]).logits,
-                lambda m, ids, mask, types: m(ids, ids[:, :7], attention_mask=mask)),
+                lambda m, ids, mask, types: m(ids, ids[:, :7], src_mask=mask).logits),
 }
 
 
@@ -291,10 +293,11 @@ def test_minilm_sentence_embeddings_match_sentence_transformers(minilm_dir):
     expected = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(
         SENTENCES, convert_to_tensor=True)  # (3, 384), unit length
     model = from_hf(minilm_dir)
-    assert type(model).__name__ == "BERT" and model.config.n_layers == 6
+    assert type(model).__name__ == "Bert" and model.config.n_layers == 6
     batch = WordPieceTokenizer.from_file(minilm_dir / "vocab.txt")(SENTENCES)
     with torch.no_grad():
-        hidden = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        hidden = model(batch["input_ids"], batch["token_type_ids"],
+                       batch["attention_mask"]).hidden
     got = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1)
     cos = (got * expected).sum(-1)  # (3,)
     assert cos.min() >= 0.99999, cos

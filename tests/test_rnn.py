@@ -26,11 +26,25 @@ def test_classifier_shapes_and_split(cell):
     torch.manual_seed(0)
     model = RNNClassifier(vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell=cell)
     x = torch.randint(0, 12, (3, 9))
-    logits = model(x)
+    logits = model(x).logits
     assert logits.shape == (3, 5)
     assert torch.equal(logits, model.classify(model.embed(x)))
     norms = step_gradient_norms(model, x, torch.tensor([0, 1, 2]))
     assert norms.shape == (9,) and bool((norms > 0).all())
+
+
+def test_classifier_contract_loss_and_right_padding():
+    torch.manual_seed(0)
+    model = RNNClassifier(vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell="lstm")
+    x = torch.randint(1, 12, (2, 6))
+    y = torch.tensor([3, 1])
+    out = model(x, targets=y)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, y))
+    # a right-padded row with its mask is classified as the row alone
+    padded = torch.cat([x[:1, :4], torch.zeros(1, 2, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    torch.testing.assert_close(model(padded, attention_mask=mask).logits, model(x[:1, :4]).logits)
+    assert not torch.allclose(model(padded).logits, model(x[:1, :4]).logits)
 
 
 def test_vanilla_rnn_gradient_vanishes_with_distance():
@@ -66,8 +80,8 @@ def test_seq2seq_shapes(cell, states):
     tgt = torch.randint(3, 13, (4, 5))
     memory = model.encode(src)
     assert memory.shape == (4, states, 16)
-    assert model.decode(tgt, memory).shape == (4, 5, 13)
-    assert torch.equal(model(src, tgt), model.decode(tgt, memory))
+    assert model.decode(tgt, memory).logits.shape == (4, 5, 13)
+    assert torch.equal(model(src, tgt).logits, model.decode(tgt, memory).logits)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -95,8 +109,8 @@ def test_seq2seq_rejects_bad_input():
     memory = model.encode(src)
     with pytest.raises(ValueError, match="memory must have shape"):
         model.decode(torch.ones(2, 3, dtype=torch.long), memory[:, :1])
-    with pytest.raises(ValueError, match="src_mask must be"):
-        model.encode(src, torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="src_mask must have shape"):
+        model.encode(src, torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one real"):
         model.encode(torch.tensor([[PAD, PAD], [3, 4]]))
     with pytest.raises(ValueError, match="no cache"):
@@ -142,7 +156,7 @@ def test_tiny_copy_task_overfits_and_greedy_decodes_it():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(300):
-        loss = F.cross_entropy(model(src, tgt[:, :-1]).transpose(1, 2), labels, ignore_index=-100)
+        loss = model(src, tgt[:, :-1], targets=labels).loss
         first = loss.item() if first is None else first
         opt.zero_grad()
         loss.backward()

@@ -47,7 +47,7 @@ def test_tied_head_rescales_by_d_model_to_the_minus_half():
         memory = model.encode(src, mask)
         h = model.decoder(model.shared(tgt), memory=memory, memory_mask=mask.bool()[:, None, None, :])
         expected = F.linear(h * CFG.d_model ** -0.5, model.shared.weight)
-        assert torch.allclose(model(src, tgt, mask), expected, atol=1e-5)
+        assert torch.allclose(model(src, tgt, mask).logits, expected, atol=1e-5)
 
 
 def test_encoder_padding_with_mask_changes_nothing_for_real_tokens():
@@ -59,7 +59,9 @@ def test_encoder_padding_with_mask_changes_nothing_for_real_tokens():
     with torch.no_grad():
         assert torch.allclose(model.encode(src), model.encode(padded, mask)[:, :6], atol=1e-5)
         tgt = torch.randint(1, 40, (1, 5))
-        assert torch.allclose(model(src, tgt), model(padded, tgt, mask), atol=1e-5)
+        assert torch.allclose(model(src, tgt).logits, model(padded, tgt, mask).logits, atol=1e-5)
+        # T5 has a pad_id: without a mask it builds the same one (Hugging Face's T5 does not)
+        assert torch.allclose(model(padded, tgt).logits, model(padded, tgt, mask).logits)
 
 
 def test_decoding_with_the_cache_equals_the_full_pass():
@@ -68,10 +70,11 @@ def test_decoding_with_the_cache_equals_the_full_pass():
     src, tgt, mask = batch()
     with torch.no_grad():
         memory = model.encode(src, mask)
-        full = model.decode(tgt, memory, mask)
+        full = model.decode(tgt, memory, mask).logits
         cache = model.make_cache()
-        steps = [model.decode(tgt[:, :2], memory, mask, cache=cache)]
-        steps += [model.decode(tgt[:, t:t + 1], memory, mask, cache=cache) for t in range(2, 6)]
+        steps = [model.decode(tgt[:, :2], memory, mask, cache=cache).logits]
+        steps += [model.decode(tgt[:, t:t + 1], memory, mask, cache=cache).logits
+                  for t in range(2, 6)]
     assert cache.seq_len == 6
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     out = greedy(model, torch.zeros(2, 1, dtype=torch.long), 8, src=src,
@@ -86,15 +89,19 @@ def test_shift_right_and_loss():
     y = torch.tensor([[5, 6, 7, -100], [8, 9, -100, -100]])
     assert model.shift_right(y).tolist() == [[0, 5, 6, 7], [0, 8, 9, 0]]
     src, _, mask = batch()
-    logits, loss = model(src, model.shift_right(y), mask, targets=y)
-    ref = F.cross_entropy(logits.reshape(-1, 40), y.reshape(-1), ignore_index=-100)
-    assert torch.allclose(loss, ref)
+    out = model(src, model.shift_right(y), mask, targets=y, return_weights=True)
+    ref = F.cross_entropy(out.logits.reshape(-1, 40), y.reshape(-1), ignore_index=-100)
+    assert torch.allclose(out.loss, ref)
+    # tgt_in defaults to shift_right(targets); weights come with the loss, per layer
+    torch.testing.assert_close(model(src, src_mask=mask, targets=y).loss, out.loss)
+    assert [len(out.weights[k]) for k in ("encoder", "self", "cross")] == [2, 3, 3]
+    assert out.weights["cross"][0].shape == (2, 4, 4, src.shape[1])
 
 
 def test_bad_inputs_raise_clear_errors():
     model = T5(CFG)
     src, tgt, mask = batch()
-    with pytest.raises(ValueError, match="attention mask"):
+    with pytest.raises(ValueError, match="src_mask"):
         model(src, tgt, mask[:, :4])
     with pytest.raises(ValueError, match="src"):
         model.encode(src.float())
@@ -112,7 +119,7 @@ def test_t5_tiny_fits_a_small_translation_table():
     src, y = torch.randint(2, 20, (16, 6), generator=g), torch.randint(2, 20, (16, 5), generator=g)
     losses = []
     for _ in range(120):
-        _, loss = model(src, model.shift_right(y), targets=y)
+        loss = model(src, model.shift_right(y), targets=y).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -25,10 +25,11 @@ def ids(B, T, seed=0):
 def test_output_shapes_and_memory():
     model = tiny()
     src, tgt = ids(3, 7), ids(3, 5, seed=1)
-    assert model(src, tgt).shape == (3, 5, 50)
+    assert model(src, tgt).logits.shape == (3, 5, 50)
     memory = model.encode(src)
     assert memory.shape == (3, 7, 32)
-    logits, w = model.decode(tgt, memory, return_weights=True)
+    out = model.decode(tgt, memory, return_weights=True)
+    logits, w = out.logits, out.weights
     assert logits.shape == (3, 5, 50)
     assert len(w["cross"]) == 2 and w["cross"][0].shape == (3, 4, 5, 7)
     assert w["self"][1].shape == (3, 4, 5, 5)
@@ -47,10 +48,10 @@ def test_paper_parameter_counts(name, expected):
 def test_decoder_is_causal():
     model = tiny()
     src, tgt = ids(2, 6), ids(2, 8, seed=1)
-    base = model(src, tgt)
+    base = model(src, tgt).logits
     changed = tgt.clone()
     changed[:, 5:] = ids(2, 3, seed=2)
-    out = model(src, changed)
+    out = model(src, changed).logits
     torch.testing.assert_close(out[:, :5], base[:, :5])
     assert not torch.allclose(out[:, 5:], base[:, 5:])
 
@@ -58,23 +59,24 @@ def test_decoder_is_causal():
 def test_source_padding_changes_nothing():
     model = tiny()
     src, tgt = ids(2, 6), ids(2, 5, seed=1)
-    ref = model(src, tgt)
+    ref = model(src, tgt).logits
     padded = torch.cat([src, torch.full((2, 4), PAD)], dim=1)
-    torch.testing.assert_close(model(padded, tgt), ref, atol=1e-5, rtol=1e-5)
-    # the explicit mask gives the same as the one derived from pad_id
-    mask = padded.ne(PAD)[:, None, None, :]
-    torch.testing.assert_close(model(padded, tgt, src_mask=mask), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(padded, tgt).logits, ref, atol=1e-5, rtol=1e-5)
+    # an explicit mask, in each accepted form, gives the same as the one derived from pad_id
+    for mask in (padded.ne(PAD)[:, None, None, :], padded.ne(PAD), padded.ne(PAD).long()):
+        torch.testing.assert_close(model(padded, tgt, src_mask=mask).logits, ref,
+                                   atol=1e-5, rtol=1e-5)
     # without any mask the padding leaks into the result (so the test above can fail)
     leaky = tiny(pad_id=None)
-    assert not torch.allclose(leaky(padded, tgt), leaky(src, tgt), atol=1e-4)
+    assert not torch.allclose(leaky(padded, tgt).logits, leaky(src, tgt).logits, atol=1e-4)
 
 
 def test_target_padding_changes_nothing_at_real_positions():
     model = tiny()
     src, tgt = ids(2, 6), ids(2, 5, seed=1)
-    ref = model(src, tgt)
+    ref = model(src, tgt).logits
     padded = torch.cat([tgt, torch.full((2, 3), PAD)], dim=1)
-    torch.testing.assert_close(model(src, padded)[:, :5], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(src, padded).logits[:, :5], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_mixed_lengths_in_one_batch_equal_single_runs():
@@ -85,9 +87,9 @@ def test_mixed_lengths_in_one_batch_equal_single_runs():
     src[0, :4], src[1] = a[0], b[0]
     tgt = torch.full((2, 6), PAD)
     tgt[0, :3], tgt[1] = ta[0], tb[0]
-    out = model(src, tgt)
-    torch.testing.assert_close(out[0, :3], model(a, ta)[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out[1], model(b, tb)[0], atol=1e-5, rtol=1e-5)
+    out = model(src, tgt).logits
+    torch.testing.assert_close(out[0, :3], model(a, ta).logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1], model(b, tb).logits[0], atol=1e-5, rtol=1e-5)
 
 
 def test_incremental_decoding_equals_full_recomputation():
@@ -97,9 +99,10 @@ def test_incremental_decoding_equals_full_recomputation():
     src_mask = model.source_mask(src)
     tgt = ids(2, 6, seed=1)
     memory = model.encode(src, src_mask)
-    full = model.decode(tgt, memory, src_mask)
+    full = model.decode(tgt, memory, src_mask).logits
     cache = model.make_cache()
-    steps = [model.decode(tgt[:, t:t + 1], memory, src_mask, cache=cache) for t in range(6)]
+    steps = [model.decode(tgt[:, t:t + 1], memory, src_mask, cache=cache).logits
+             for t in range(6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.seq_len == 6
 
@@ -107,9 +110,9 @@ def test_incremental_decoding_equals_full_recomputation():
 def test_dropout_only_in_training():
     model = tiny(dropout=0.5)
     src, tgt = ids(2, 6), ids(2, 5, seed=1)
-    torch.testing.assert_close(model(src, tgt), model(src, tgt))
+    torch.testing.assert_close(model(src, tgt).logits, model(src, tgt).logits)
     model.train()
-    assert not torch.allclose(model(src, tgt), model(src, tgt))
+    assert not torch.allclose(model(src, tgt).logits, model(src, tgt).logits)
 
 
 def test_embeddings_are_scaled_and_positions_added():
@@ -129,3 +132,22 @@ def test_bad_inputs_raise_clear_errors():
         model.decode(ids(2, 3), torch.randn(2, 5, 16))
     with pytest.raises(ValueError, match="unknown preset"):
         build("transformer-huge")
+
+
+def test_contract_loss_and_weights_together():
+    """targets= gives the loss (-100 ignored) and asking for weights does not drop it."""
+    model = tiny()
+    src = torch.cat([ids(2, 5), torch.full((2, 2), PAD)], dim=1)
+    tgt = ids(2, 4, seed=1)
+    y = ids(2, 4, seed=2)
+    y[0, 2:] = -100
+    out = model(src, tgt, targets=y, return_weights=True)
+    keep = y != -100
+    expected = torch.nn.functional.cross_entropy(out.logits[keep], y[keep])
+    torch.testing.assert_close(out.loss, expected)
+    assert set(out.weights) == {"encoder", "self", "cross"}
+    assert [len(v) for v in out.weights.values()] == [2, 2, 2]
+    assert out.weights["encoder"][0].shape == (2, 4, 7, 7)
+    assert out.weights["cross"][1].shape == (2, 4, 4, 7)
+    assert float(out.weights["cross"][0][..., 5:].detach().abs().max()) == 0.0  # pads unread
+    assert model(src, tgt).loss is None and model(src, tgt).weights is None

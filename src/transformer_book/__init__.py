@@ -1,13 +1,22 @@
 """transformer_book: the package behind the book "Transformers, executed".
 
 Each module is about one idea; the chapters import from it. See DESIGN in the repository.
+
+One contract for every model (GPT, Bert and its heads, T5, Transformer, the RNN baselines):
+    out = model(ids, targets=y, attention_mask=m)   # encoder-decoders: (src, tgt_in, src_mask=m)
+    out.logits    # (B, T, V), or (B, n_classes) for a classifier
+    out.loss      # mean cross-entropy over the targets != -100; None without targets
+    out.weights   # with return_weights=True: {"self": [per layer], "cross": [per layer]}
+    m: (B, T) bool or 0/1 (1 = real token), or bool (B, 1, 1, T); None: built from pad_id
 """
 from .attention import Cache, KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .layers import Block, FeedForward, LayerNorm, RMSNorm
-from .masks import causal_mask, combine_masks, padding_mask, to_additive, to_torch_mha
+from .masks import (as_padding_mask, causal_mask, combine_masks, padding_mask, to_additive,
+                    to_torch_mha)
 from .positional import (LearnedPositionalEmbedding, RelativePositionBias,
                          SinusoidalPositionalEncoding, relative_position_bucket,
                          sinusoidal_encoding)
 from .utils import count_params, get_device, scale, seed_everything, setup
+from .models.output import ModelOutput
 
 __version__ = "0.1.0"

@@ -3,9 +3,13 @@
 See chapters 6 (translation) and 10 (GPT-2 generation).
 
 Works on any model of the book that follows one of two protocols:
-  decoder-only:     model(idx, cache=cache) -> logits (B, T, V)
-  encoder-decoder:  model.encode(src, src_mask) -> memory (B, S, C)
-                    model.decode(tgt, memory, src_mask, cache=cache) -> logits (B, T, V)
+  decoder-only:     model(idx, cache=cache).logits -> (B, T, V)
+  encoder-decoder:  model.source_mask(src, src_mask) -> bool (B, 1, 1, S) or None
+                    model.encode(src, src_mask) -> memory (B, S, C)
+                    model.decode(tgt, memory, src_mask, cache=cache).logits -> (B, T, V)
+(a model returning a plain logits tensor works too). The source mask is built once, by the
+model's own ``source_mask``, and handed to both encode and decode, so a padded source is
+decoded exactly as ``forward`` reads it, with or without an explicit ``src_mask``.
 A model that offers ``make_cache()`` is fed one new token per step and keeps its keys and
 values in the cache; a model without it (or ``use_cache=False``) recomputes the whole prefix.
 """
@@ -29,6 +33,8 @@ class _Stepper:
             raise ValueError("src was given but the model has no encode/decode methods")
         if self.enc_dec and src is None:
             raise ValueError("an encoder-decoder model needs src (B, S)")
+        if self.enc_dec and hasattr(model, "source_mask"):
+            src_mask = model.source_mask(src, src_mask)  # (B, 1, 1, S): the one forward uses
         self.src_mask = src_mask
         self.memory = model.encode(src, src_mask) if self.enc_dec else None
         self.cache = model.make_cache() if use_cache and hasattr(model, "make_cache") else None
@@ -36,8 +42,10 @@ class _Stepper:
 
     def _call(self, tokens):
         if self.enc_dec:
-            return self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
-        return self.model(tokens, cache=self.cache)
+            out = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
+        else:
+            out = self.model(tokens, cache=self.cache)
+        return getattr(out, "logits", out)  # a ModelOutput, or a plain logits tensor
 
     def next_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.cache is None:
@@ -92,7 +100,8 @@ def greedy(model, prompt, max_new_tokens: int, eos_id=None, src=None, src_mask=N
 
     Args:
         prompt: (B, T) token ids (for an encoder-decoder: the BOS column).
-        src, src_mask: the source (B, S) and its (B, 1, 1, S) padding mask, for encoder-decoders.
+        src, src_mask: the source (B, S) and, for encoder-decoders, its padding mask (B, S) or
+            (B, 1, 1, S); None builds it from the model's pad id, exactly as forward does.
     Returns:
         (B, T + n) token ids, n <= max_new_tokens (stops early once every row emitted eos_id).
     """
@@ -161,6 +170,8 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
     try:
         with torch.no_grad():
             rows = torch.arange(B, device=dev).repeat_interleave(K)  # (B*K,)
+            if src is not None and hasattr(model, "source_mask"):
+                src_mask = model.source_mask(src, src_mask)  # (B, 1, 1, S)
             if src is not None:
                 src = src.index_select(0, rows)
                 src_mask = src_mask.index_select(0, rows) if src_mask is not None else None

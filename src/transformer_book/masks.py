@@ -16,6 +16,7 @@ __all__ = [
     "to_additive",
     "to_torch_mha",
     "check_mask",
+    "as_padding_mask",
 ]
 
 
@@ -59,6 +60,40 @@ def padding_mask(tokens_or_lengths: torch.Tensor, pad_id: int | None = None,
                              f"pad_id={pad_id}, max_len={max_len}")
         keep = torch.arange(max_len, device=x.device)[None, :] < x[:, None]  # (B, T)
     return keep[:, None, None, :]  # (B, 1, 1, T)
+
+
+def as_padding_mask(mask: torch.Tensor | None, B: int, T: int,
+                    name: str = "attention_mask") -> torch.Tensor | None:
+    """The one way every model reads a padding mask.
+
+    Accepts ``None``, a (B, T) tensor of bool or 0/1 numbers (1/True = real token, the
+    Hugging Face convention), or the broadcast form: bool (B, 1, 1, T).
+
+    Returns:
+        bool (B, 1, 1, T), True at real tokens, or None.
+    Raises:
+        TypeError for a non-tensor or a float mask holding values other than 0 and 1;
+        ValueError for any other shape.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({B}, {T}) or None, "
+                        f"got {type(mask).__name__}")
+    if mask.dim() == 2 and tuple(mask.shape) == (B, T):
+        if mask.dtype != torch.bool:
+            if mask.is_floating_point() or mask.is_complex():
+                if not bool(((mask == 0) | (mask == 1)).all()):
+                    raise TypeError(f"{name} must hold only 0 and 1 (or be bool), got values "
+                                    f"other than 0/1 in a {mask.dtype} tensor")
+            mask = mask != 0
+        return mask[:, None, None, :]  # (B, 1, 1, T)
+    if mask.dim() == 4 and tuple(mask.shape) == (B, 1, 1, T):
+        if mask.dtype != torch.bool:
+            raise TypeError(f"{name} of shape (B, 1, 1, T) must be bool, got {mask.dtype}")
+        return mask
+    raise ValueError(f"{name} must have shape (B, T) = ({B}, {T}) (bool or 0/1) or bool "
+                     f"(B, 1, 1, T) = ({B}, 1, 1, {T}), got {tuple(mask.shape)} {mask.dtype}")
 
 
 def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:

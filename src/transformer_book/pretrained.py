@@ -5,7 +5,7 @@
 pickle, no hub), and returns our equivalent model in eval mode. Supported:
 
     GPT2LMHeadModel, OpenAIGPTLMHeadModel        -> models.GPT
-    BertModel / BertForMaskedLM                  -> models.BERT / models.BertForMaskedLM
+    BertModel / BertForMaskedLM                  -> models.Bert / models.BertForMaskedLM
     T5ForConditionalGeneration (original, v1.1)  -> models.T5
 
 What the conversion has to know:
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .models.bert import BERT, BertConfig, BertForMaskedLM
+from .models.bert import Bert, BertConfig, BertForMaskedLM
 from .models.gpt import GPT, GPTConfig
 from .models.t5 import T5, T5Config
 
@@ -155,7 +155,7 @@ def _bert(cfg: dict, ck: _Checkpoint, mlm: bool):
         has_pooler = "pooler.dense.weight" in ck.state
         if has_pooler:
             _linear(w, "pooler", ck, "pooler.dense")
-        return BERT(config, pooler=has_pooler), w
+        return Bert(config, pooler=has_pooler), w
     _linear(w, "transform", ck, "cls.predictions.transform.dense")
     _linear(w, "norm", ck, "cls.predictions.transform.LayerNorm")
     w["decoder.bias"] = ck.take("cls.predictions.bias")
@@ -254,7 +254,7 @@ def from_hf(model_or_dir) -> nn.Module:
         model_or_dir: a ``transformers`` model instance, or the path of a directory written by
             its ``save_pretrained`` (safetensors).
     Returns:
-        GPT, BERT, BertForMaskedLM or T5 (see the module docstring), on the CPU, in float32.
+        GPT, Bert, BertForMaskedLM or T5 (see the module docstring), on the CPU, in float32.
     Raises:
         ValueError naming the first key (or config field) that does not fit.
     """

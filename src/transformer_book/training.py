@@ -6,6 +6,7 @@ CUDA only, a tqdm bar with the live loss, an evaluation hook, and checkpoints in
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -158,6 +159,15 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
 
 # ----------------------------------------------------------------------------- the trainer
 
+def _takes_targets(model: nn.Module) -> bool:
+    """Whether ``model.forward`` accepts ``targets=`` (every model of the book does)."""
+    model = getattr(model, "_orig_mod", model)
+    try:
+        return "targets" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class Trainer:
     """Train a model on batches from ``get_batch(step)``.
 
@@ -167,8 +177,11 @@ class Trainer:
         schedule: None (constant) or a callable step -> multiplier of ``lr``.
         grad_clip: max global gradient norm (None: no clipping).
         label_smoothing: epsilon of the default loss.
-        loss_fn: loss_fn(model, batch) -> scalar; default cross-entropy of
-            ``model(*batch[:-1])`` against ``batch[-1]`` (ignore_index -100).
+        loss_fn: loss_fn(model, batch) -> scalar. Default: the model's own loss, from
+            ``model(*batch[:-1], targets=batch[-1])`` for a tuple batch or ``model(**batch)``
+            for a dict batch (which holds "targets"), when the model takes ``targets`` and
+            ``label_smoothing`` is 0; otherwise label-smoothed cross-entropy of the output's
+            logits against the targets (ignore_index -100).
         eval_fn: eval_fn(model) -> dict of numbers, run every ``eval_every`` steps and at the end.
     Attributes:
         history: dict of lists of (step, value): "train_loss", "lr", and eval_fn's keys.
@@ -199,13 +212,33 @@ class Trainer:
     def compute_loss(self, batch) -> torch.Tensor:
         if self.loss_fn is not None:
             return self.loss_fn(self.model, batch)
-        out = self.model(*batch[:-1])
-        logits = out[0] if isinstance(out, tuple) else out
-        return label_smoothed_cross_entropy(logits, batch[-1], self.label_smoothing)
+        if isinstance(batch, dict):
+            args, kwargs = (), dict(batch)
+            targets = kwargs.pop("targets", None)
+        else:
+            args, kwargs, targets = batch[:-1], {}, batch[-1]
+        if targets is None:
+            raise ValueError(f"a dict batch needs a 'targets' entry for the default loss, "
+                             f"got keys {sorted(batch)}")
+        own = self.label_smoothing == 0 and _takes_targets(self.model)
+        if own:
+            kwargs["targets"] = targets
+        out = self.model(*args, **kwargs)
+        if own and getattr(out, "loss", None) is not None:
+            return out.loss
+        logits = getattr(out, "logits", out)
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return label_smoothed_cross_entropy(logits, targets, self.label_smoothing)
 
     def _to_device(self, batch):
         if isinstance(batch, torch.Tensor):
             batch = (batch,)
+        if isinstance(batch, dict):
+            return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                    for k, v in batch.items()}
+        if not isinstance(batch, (tuple, list)):
+            raise TypeError(f"get_batch must return a tuple (inputs..., targets) or a dict, "
+                            f"got {type(batch).__name__}")
         return tuple(b.to(self.device) if isinstance(b, torch.Tensor) else b for b in batch)
 
     def evaluate(self) -> dict:

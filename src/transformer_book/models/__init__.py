@@ -1,5 +1,7 @@
 """The models of the book and ``build(name, **overrides)`` for their named presets.
 
+Every model's forward returns a ``ModelOutput`` (logits, loss, weights); see ``output.py``.
+
 ``build("gpt2", device="meta")`` constructs the model without allocating memory, which is
 enough to count its parameters.
 """
@@ -9,14 +11,16 @@ import dataclasses
 
 import torch
 
-from .bert import BERT, BERT_PRESETS, BertConfig, BertForClassification, BertForMaskedLM
+from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
 from .gpt import GPT, GPT_PRESETS, GPTConfig
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
-from .rnn import RNN_PRESETS, RNNSeq2Seq, RNNSeq2SeqConfig
+from .output import ModelOutput
+from .rnn import RNN_PRESETS, RNNClassifier, RNNSeq2Seq, RNNSeq2SeqConfig
 
-__all__ = ["build", "register", "PRESETS", "GPT", "GPTConfig", "Transformer", "TransformerConfig",
-           "BERT", "BertConfig", "BertForMaskedLM", "BertForClassification", "T5", "T5Config"]
+__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "Transformer",
+           "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
+           "T5", "T5Config", "RNNClassifier", "RNNSeq2Seq", "RNNSeq2SeqConfig"]
 
 # name -> (model class, config)
 PRESETS: dict[str, tuple[type, object]] = {}
@@ -31,7 +35,7 @@ def register(presets: dict, cls: type) -> None:
 
 
 register(GPT_PRESETS, GPT)
-register(BERT_PRESETS, BERT)
+register(BERT_PRESETS, Bert)
 register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
 register(RNN_PRESETS, RNNSeq2Seq)

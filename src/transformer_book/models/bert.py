@@ -4,10 +4,13 @@ Devlin et al. (2019). Post-norm blocks as in the 2017 Transformer; the input is 
 three embeddings (token, learned position, segment A/B) followed by a LayerNorm and dropout.
 GELU is the exact (erf) form; every LayerNorm uses eps 1e-12.
 
-Three models share the encoder ``BERT``:
-  BERT                      hidden states (B, T, C); ``pool`` gives the [CLS] summary (B, C)
-  BertForMaskedLM           MLM logits (B, T, V): dense, GELU, LayerNorm, tied decoder + bias
-  BertForClassification     class logits (B, n_classes) from the pooled [CLS] vector
+Three models share the encoder ``Bert``; each forward returns a ``ModelOutput``:
+  Bert                      ``.hidden`` (B, T, C) (no head, so no logits); ``pool`` gives the
+                            [CLS] summary (B, C)
+  BertForMaskedLM           ``.logits`` (B, T, V): dense, GELU, LayerNorm, tied decoder + bias
+  BertForClassification     ``.logits`` (B, n_classes) from the pooled [CLS] vector
+Padding: ``attention_mask`` (B, T), 1/True at real tokens (see ``masks.as_padding_mask``);
+BERT has no pad id of its own, so without a mask every position is attended to.
 """
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..layers import ACTIVATIONS, Block, LayerNorm
+from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
+from .output import ModelOutput, cross_entropy
 
-__all__ = ["BertConfig", "BERT", "BertForMaskedLM", "BertForClassification", "BERT_PRESETS",
+__all__ = ["BertConfig", "Bert", "BertForMaskedLM", "BertForClassification", "BERT_PRESETS",
            "mean_pool"]
 
 
@@ -63,14 +67,16 @@ def _init_bert(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class BERT(nn.Module):
+class Bert(nn.Module):
     """The BERT encoder (and its [CLS] pooler).
 
-    forward(input_ids, token_type_ids=None, attention_mask=None):
+    forward(input_ids, token_type_ids=None, attention_mask=None, return_weights=False):
         input_ids: (B, T) token ids; token_type_ids: (B, T) segment ids (default all 0);
-        attention_mask: (B, T) with 1/True at real tokens and 0/False at padding
-        (default None: every position is real, as in the reference implementation).
-        Returns the last hidden states (B, T, C).
+        attention_mask: (B, T) with 1/True at real tokens and 0/False at padding, or bool
+        (B, 1, 1, T) (default None: every position is real, as in the reference implementation).
+        Returns a ModelOutput whose ``hidden`` holds the last hidden states (B, T, C)
+        (``logits`` is None: the encoder has no head) and, with return_weights,
+        ``weights`` = {"self": [(B, H, T, T)] * n_layers, "cross": []}.
     pool(hidden) -> (B, C): tanh(dense(hidden[:, 0])), the [CLS] summary.
     See chapter 9.
     """
@@ -95,36 +101,27 @@ class BERT(nn.Module):
         (BERT's scheme; post-norm needs no depth-dependent scaling)."""
         _init_bert(self)
 
-    @staticmethod
-    def mask_from(input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor | None:
-        """A (B, T) 0/1 mask -> bool (B, 1, 1, T), True = real token; None stays None."""
-        if attention_mask is None:
-            return None
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask must have the shape of input_ids "
-                             f"{tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
-        return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-
     def forward(self, input_ids: torch.Tensor, token_type_ids=None, attention_mask=None,
-                return_weights: bool = False):
+                return_weights: bool = False) -> ModelOutput:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
             raise ValueError(f"input_ids must be integer token ids of shape (B, T), got "
                              f"{tuple(input_ids.shape)} {input_ids.dtype}")
+        B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         elif token_type_ids.shape != input_ids.shape:
             raise ValueError(f"token_type_ids must have the shape of input_ids "
                              f"{tuple(input_ids.shape)}, got {tuple(token_type_ids.shape)}")
-        mask = self.mask_from(input_ids, attention_mask)  # (B, 1, 1, T)
+        mask = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T)
         x = self.tok_emb(input_ids) + self.seg_emb(token_type_ids)  # (B, T, C)
         x = self.drop(self.emb_norm(self.pos_emb(x)))
-        weights = []
+        weights = {"self": [], "cross": []}
         for block in self.blocks:
             x = block(x, mask=mask, return_weights=return_weights)
             if return_weights:
                 x, w = x
-                weights.append(w["self"])
-        return (x, weights) if return_weights else x
+                weights["self"].append(w["self"])  # (B, H, T, T)
+        return ModelOutput(None, weights=weights if return_weights else None, hidden=x)
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.pooler is None:
@@ -137,22 +134,24 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     embedding of Sentence-BERT (Reimers and Gurevych 2019)."""
     if attention_mask is None:
         return hidden.mean(dim=1)
-    w = attention_mask.to(hidden.dtype)[:, :, None]  # (B, T, 1)
+    B, T, _ = hidden.shape
+    w = as_padding_mask(attention_mask, B, T)[:, 0, 0, :, None].to(hidden.dtype)  # (B, T, 1)
     return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)  # (B, C)
 
 
 class BertForMaskedLM(nn.Module):
     """BERT with its masked-language-model head; the decoder shares the token embedding.
 
-    forward(input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        labels: (B, T) original ids at masked positions and -100 elsewhere.
-        Returns logits (B, T, V), or (logits, loss) when labels are given.
+    forward(input_ids, token_type_ids=None, attention_mask=None, targets=None,
+            return_weights=False):
+        targets: (B, T) original ids at masked positions and -100 elsewhere.
+        Returns a ModelOutput: logits (B, T, V), loss (with targets), weights (as ``Bert``).
     """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = c = config
-        self.bert = BERT(c, pooler=False)
+        self.bert = Bert(c, pooler=False)
         self.transform = nn.Linear(c.d_model, c.d_model)
         self.act = ACTIVATIONS[c.activation]
         self.norm = LayerNorm(c.d_model, c.eps)
@@ -161,40 +160,41 @@ class BertForMaskedLM(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """BERT's scheme (see ``BERT.init_weights``) for the encoder and the head."""
+        """BERT's scheme (see ``Bert.init_weights``) for the encoder and the head."""
         _init_bert(self)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
-        logits = self.decoder(self.norm(self.act(self.transform(h))))  # (B, T, V)
-        if labels is None:
-            return logits
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return logits, loss
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, targets=None,
+                return_weights: bool = False) -> ModelOutput:
+        enc = self.bert(input_ids, token_type_ids, attention_mask, return_weights=return_weights)
+        logits = self.decoder(self.norm(self.act(self.transform(enc.hidden))))  # (B, T, V)
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return ModelOutput(logits, loss, enc.weights, hidden=enc.hidden)
 
 
 class BertForClassification(nn.Module):
     """BERT, the pooled [CLS] vector, dropout and a linear layer to ``n_classes`` logits.
 
-    forward(input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        Returns logits (B, n_classes), or (logits, loss) when labels (B,) are given.
+    forward(input_ids, token_type_ids=None, attention_mask=None, targets=None,
+            return_weights=False):
+        targets: (B,) class ids (-100 = ignore).
+        Returns a ModelOutput: logits (B, n_classes), loss (with targets), weights (as ``Bert``).
     """
 
     def __init__(self, config: BertConfig, n_classes: int):
         super().__init__()
         self.config = config
-        self.bert = BERT(config, pooler=True)
+        self.bert = Bert(config, pooler=True)
         self.drop = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, n_classes)
         self.init_weights()
 
     def init_weights(self) -> None:
-        """BERT's scheme (see ``BERT.init_weights``) for the encoder and the head."""
+        """BERT's scheme (see ``Bert.init_weights``) for the encoder and the head."""
         _init_bert(self)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        h = self.bert(input_ids, token_type_ids, attention_mask)  # (B, T, C)
-        logits = self.classifier(self.drop(self.bert.pool(h)))  # (B, n_classes)
-        if labels is None:
-            return logits
-        return logits, F.cross_entropy(logits.float(), labels)
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, targets=None,
+                return_weights: bool = False) -> ModelOutput:
+        enc = self.bert(input_ids, token_type_ids, attention_mask, return_weights=return_weights)
+        logits = self.classifier(self.drop(self.bert.pool(enc.hidden)))  # (B, n_classes)
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return ModelOutput(logits, loss, enc.weights, hidden=enc.hidden)

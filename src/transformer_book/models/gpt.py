@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..attention import Cache
 from ..layers import Block, LayerNorm
+from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
+from .output import ModelOutput, cross_entropy
 
 __all__ = ["GPTConfig", "GPT", "GPT_PRESETS"]
 
@@ -57,10 +58,13 @@ GPT_PRESETS = {
 class GPT(nn.Module):
     """Decoder-only Transformer language model.
 
-    forward(idx, targets=None, cache=None):
+    forward(idx, targets=None, attention_mask=None, cache=None, return_weights=False):
         idx: (B, T) token ids; targets: (B, T) with -100 where no loss is wanted;
+        attention_mask: (B, T_k) bool or 0/1 (1 = real token), or bool (B, 1, 1, T_k), where
+        T_k = cached positions + T; default None: every position is real (GPT has no pad id);
         cache: a Cache from ``make_cache()`` for incremental decoding.
-        Returns logits (B, T, V), or (logits, loss) when targets are given.
+        Returns a ModelOutput: logits (B, T, V), loss (with targets), weights
+        {"self": [(B, H, T, T_k)] * n_layers, "cross": []} (with return_weights).
     See chapters 8 and 10.
     """
 
@@ -105,31 +109,24 @@ class GPT(nn.Module):
         return Cache(self.config.n_layers)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: Cache | None = None, return_weights: bool = False):
+                attention_mask=None, cache: Cache | None = None,
+                return_weights: bool = False) -> ModelOutput:
         if idx.dim() != 2 or idx.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"idx must be integer token ids of shape (B, T), got "
                              f"{tuple(idx.shape)} {idx.dtype}")
         B, T = idx.shape
         offset = cache.seq_len if cache is not None else 0
+        mask = as_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, T_k)
         x = self.drop(self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T, C)
-        weights = []
+        weights = {"self": [], "cross": []}
         for i, block in enumerate(self.blocks):
-            out = block(x, cache=cache[i] if cache is not None else None,
-                        return_weights=return_weights)
+            x = block(x, mask=mask, cache=cache[i] if cache is not None else None,
+                      return_weights=return_weights)
             if return_weights:
-                out, w = out
-                weights.append(w["self"])
-            x = out
+                x, w = x
+                weights["self"].append(w["self"])  # (B, H, T, T_k)
         if self.final_norm is not None:
             x = self.final_norm(x)
         logits = self.lm_head(x)  # (B, T, V)
-        if return_weights:
-            return logits, weights
-        if targets is None:
-            return logits
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
-                             f"got {tuple(targets.shape)}")
-        loss = F.cross_entropy(logits.reshape(B * T, -1).float(), targets.reshape(B * T),
-                               ignore_index=-100)
-        return logits, loss
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return ModelOutput(logits, loss, weights if return_weights else None, hidden=x)

@@ -9,9 +9,13 @@ encoder's final state is the only thing the decoder learns about the source (cha
 it on the same translation task as the Transformer). It follows the book's encoder-decoder
 protocol, so ``transformer_book.decoding.greedy`` and ``beam_search`` work on it:
 
+    source_mask(src, src_mask=None)                -> bool (B, 1, 1, S), True at real tokens
     encode(src, src_mask=None)                     -> memory (B, L, H): the final state
-    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
-    forward(src, tgt_in, src_mask=None)            -> logits (B, T, V)
+    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput, logits (B, T, V)
+    forward(src, tgt_in, src_mask=None, targets=None) -> ModelOutput, logits (B, T, V)
+
+Both models return a ``ModelOutput`` like every model of the book; they have no attention, so
+``return_weights=True`` gives {"self": [], "cross": []}.
 
 It has no ``make_cache``: each decoding step reruns the decoder over the whole prefix.
 """
@@ -23,6 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from ..masks import as_padding_mask, padding_mask
+from .output import ModelOutput, cross_entropy
 
 __all__ = ["RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig", "RNNSeq2Seq",
            "RNN_PRESETS"]
@@ -55,8 +62,12 @@ class RNNClassifier(nn.Module):
         d_model: embedding width; d_hidden: state width H.
         cell: "rnn" (Elman, tanh), "lstm" or "gru".
 
-    forward(idx): idx (B, T) -> logits (B, n_classes). ``embed`` and ``classify`` split it in
-    two so that gradients with respect to each input position can be measured. See chapter 1.
+    forward(idx, targets=None, attention_mask=None, return_weights=False):
+        idx (B, T); targets (B,) class ids (-100 = ignore); attention_mask (B, T) bool or 0/1
+        (or bool (B, 1, 1, T)) for a right-padded batch: each row is classified from the state
+        after its last real token. Returns a ModelOutput with logits (B, n_classes).
+    ``embed`` and ``classify`` split forward in two so that gradients with respect to each
+    input position can be measured. See chapter 1.
     """
 
     def __init__(self, vocab_size: int, n_classes: int, d_model: int = 32, d_hidden: int = 64,
@@ -79,12 +90,24 @@ class RNNClassifier(nn.Module):
         _check_tokens("idx", idx, self.vocab_size)
         return self.emb(idx)  # (B, T, C)
 
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, last=None) -> torch.Tensor:
+        """x (B, T, C) -> logits (B, n_classes), read at position ``last`` (B,) (default T-1)."""
         out, _ = self.rnn(x)  # (B, T, H)
-        return self.head(out[:, -1])  # (B, n_classes)
+        if last is None:
+            return self.head(out[:, -1])  # (B, n_classes)
+        return self.head(out[torch.arange(out.shape[0], device=out.device), last])
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.embed(idx))
+    def forward(self, idx: torch.Tensor, targets=None, attention_mask=None,
+                return_weights: bool = False) -> ModelOutput:
+        x = self.embed(idx)  # (B, T, C)
+        last = None
+        if attention_mask is not None:
+            B, T = idx.shape
+            keep = as_padding_mask(attention_mask, B, T)[:, 0, 0, :]  # (B, T)
+            last = keep.sum(1) - 1  # (B,): right padding
+        logits = self.classify(x, last)  # (B, n_classes)
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return ModelOutput(logits, loss, {"self": [], "cross": []} if return_weights else None)
 
 
 def step_gradient_norms(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -153,15 +176,16 @@ class RNNSeq2Seq(nn.Module):
             self.src_emb.weight[self.config.pad_id].zero_()
             self.tgt_emb.weight[self.config.pad_id].zero_()
 
+    def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """``src_mask`` in any accepted form as bool (B, 1, 1, S), or when None, True at
+        ``src != pad_id`` (the protocol every encoder-decoder of the book shares)."""
+        if src_mask is not None:
+            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
+        return padding_mask(src, self.config.pad_id)
+
     def _lengths(self, src: torch.Tensor, src_mask) -> torch.Tensor:
         B, S = src.shape
-        if src_mask is None:
-            keep = src != self.config.pad_id  # (B, S)
-        else:
-            if src_mask.dtype != torch.bool or tuple(src_mask.shape) != (B, 1, 1, S):
-                raise ValueError(f"src_mask must be a bool padding mask of shape ({B}, 1, 1, {S}), "
-                                 f"got {tuple(src_mask.shape)} {src_mask.dtype}")
-            keep = src_mask.reshape(B, S)
+        keep = self.source_mask(src, src_mask).reshape(B, S)  # (B, S)
         lengths = keep.sum(1)  # (B,)
         if bool((lengths == 0).any()):
             raise ValueError("every source sequence needs at least one real (non-pad) token")
@@ -190,17 +214,27 @@ class RNNSeq2Seq(nn.Module):
         state = memory.transpose(0, 1).contiguous()  # (L, B, H)
         return tuple(state.chunk(2, dim=0)) if c.cell == "lstm" else state
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None, cache=None):
-        """tgt (B, T) decoder inputs (BOS first) -> logits (B, T, V).
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None, cache=None,
+               return_weights: bool = False) -> ModelOutput:
+        """tgt (B, T) decoder inputs (BOS first) -> ModelOutput, logits (B, T, V).
 
         ``src_mask`` is accepted for the protocol and unused: the memory is already a summary."""
         if cache is not None:
             raise ValueError("RNNSeq2Seq keeps no cache; decoding reruns the prefix (cache=None)")
         _check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if memory.shape[0] != tgt.shape[0]:
+            raise ValueError(f"memory must have the batch size of tgt ({tgt.shape[0]}), "
+                             f"got memory {tuple(memory.shape)}")
         y = self.drop(self.tgt_emb(tgt))  # (B, T, E)
         out, _ = self.decoder(y, self._state(memory))  # (B, T, H)
-        return self.lm_head(self.drop(out))  # (B, T, V)
+        out = self.drop(out)
+        return ModelOutput(self.lm_head(out), weights={"self": [], "cross": []}
+                           if return_weights else None, hidden=out)  # logits (B, T, V)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None, targets=None,
+                return_weights: bool = False) -> ModelOutput:
         """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T)."""
-        return self.decode(tgt_in, self.encode(src, src_mask))
+        out = self.decode(tgt_in, self.encode(src, src_mask), return_weights=return_weights)
+        if targets is not None:
+            out.loss = cross_entropy(out.logits, targets)
+        return out

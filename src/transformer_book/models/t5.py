@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..attention import Cache
 from ..layers import Block, RMSNorm
+from ..masks import as_padding_mask, padding_mask
 from ..positional import RelativePositionBias
+from .output import ModelOutput, cross_entropy
 
 __all__ = ["T5Config", "T5", "T5_PRESETS"]
 
@@ -61,18 +62,6 @@ T5_PRESETS = {
 }
 
 
-def _as_mask(mask: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | None:
-    """(B, S) 0/1 or bool (B, 1, 1, S) -> bool (B, 1, 1, S), True = real token."""
-    if mask is None:
-        return None
-    if mask.dim() == 2:
-        mask = mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-1] != ids.shape[1]:
-        raise ValueError(f"attention mask must be (B, S) or bool (B, 1, 1, S) with "
-                         f"S={ids.shape[1]}, got {tuple(mask.shape)} {mask.dtype}")
-    return mask
-
-
 class T5Stack(nn.Module):
     """The encoder (bidirectional) or the decoder (causal, with cross-attention) of T5."""
 
@@ -90,26 +79,40 @@ class T5Stack(nn.Module):
         self.final_norm = RMSNorm(c.d_model, c.eps)
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x, mask=None, memory=None, memory_mask=None, cache: Cache | None = None):
+    def forward(self, x, mask=None, memory=None, memory_mask=None, cache: Cache | None = None,
+                return_weights: bool = False):
+        """x (B, T, C) -> (B, T, C), and {"self": [...], "cross": [...]} with return_weights."""
         B, T, C = x.shape
         offset = cache.seq_len if cache is not None else 0
         bias = self.rel_bias(T, offset + T)  # (1, H, T, T_k): one bias for every layer
         x = self.drop(x)
+        weights = {"self": [], "cross": []}
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, memory=memory, memory_mask=memory_mask,
-                      cache=cache[i] if cache is not None else None, self_bias=bias)
-        return self.drop(self.final_norm(x))  # (B, T, C)
+                      cache=cache[i] if cache is not None else None, self_bias=bias,
+                      return_weights=return_weights)
+            if return_weights:
+                x, w = x
+                for k in w:
+                    weights[k].append(w[k])  # (B, H, T, T_k)
+        x = self.drop(self.final_norm(x))  # (B, T, C)
+        return (x, weights) if return_weights else x
 
 
 class T5(nn.Module):
     """T5 encoder-decoder.
 
-    forward(input_ids, decoder_input_ids, attention_mask=None, targets=None):
-        input_ids (B, S); decoder_input_ids (B, T) (targets shifted right, see ``shift_right``);
-        attention_mask (B, S) with 1 at real source tokens; targets (B, T), -100 = no loss.
-        Returns logits (B, T, V), or (logits, loss) when targets are given.
+    forward(src, tgt_in=None, src_mask=None, targets=None, return_weights=False):
+        src (B, S) source ids; tgt_in (B, T) decoder inputs (default: ``shift_right(targets)``);
+        src_mask: the source's padding mask, (B, S) bool or 0/1 or bool (B, 1, 1, S), 1/True
+        at real tokens (default: built from ``src != pad_id``, see ``source_mask``);
+        targets (B, T), -100 = no loss.
+        Returns a ModelOutput: logits (B, T, V), loss (with targets), and with return_weights
+        {"encoder": [(B, H, S, S)], "self": [(B, H, T, T)], "cross": [(B, H, T, S)]} per layer.
+    The encoder-decoder protocol of ``decoding`` (as ``Transformer``):
+    source_mask(src, src_mask=None) -> bool (B, 1, 1, S)
     encode(src, src_mask=None) -> memory (B, S, C)
-    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
+    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput, logits (B, T, V)
     make_cache() -> a Cache for incremental decoding (self- and cross-attention).
     See chapter 11.
     """
@@ -158,19 +161,36 @@ class T5(nn.Module):
             raise ValueError(f"{name} must be integer token ids of shape (B, T), got "
                              f"{tuple(ids.shape)} {ids.dtype}")
 
-    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
-        self._check_ids("src", src)
-        return self.encoder(self.shared(src), mask=_as_mask(src_mask, src))  # (B, S, C)
+    def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """The source mask that forward, encode and decoding all use: ``src_mask`` in any
+        accepted form as bool (B, 1, 1, S), or when None, True at ``src != pad_id``."""
+        if src_mask is not None:
+            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
+        return padding_mask(src, self.config.pad_id)
 
-    def decode(self, tgt, memory, src_mask=None, cache: Cache | None = None):
+    def encode(self, src: torch.Tensor, src_mask=None, return_weights: bool = False):
+        """Source ids (B, S) -> memory (B, S, C) [, list of self-attention weights per layer]."""
+        self._check_ids("src", src)
+        out = self.encoder(self.shared(src), mask=self.source_mask(src, src_mask),
+                           return_weights=return_weights)  # (B, S, C)
+        return (out[0], out[1]["self"]) if return_weights else out
+
+    def decode(self, tgt, memory, src_mask=None, cache: Cache | None = None,
+               return_weights: bool = False) -> ModelOutput:
+        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits
+        (B, T, V). Pass ``source_mask(src)`` as ``src_mask`` when the source is padded."""
         self._check_ids("tgt", tgt)
         if memory.dim() != 3 or memory.shape[0] != tgt.shape[0]:
             raise ValueError(f"memory must be (B={tgt.shape[0]}, S, C), got {tuple(memory.shape)}")
-        src_mask = None if src_mask is None else _as_mask(src_mask, memory[..., 0])
-        h = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask, cache=cache)
+        B, S, _ = memory.shape
+        src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
+        h = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask, cache=cache,
+                         return_weights=return_weights)
+        h, weights = h if return_weights else (h, None)
+        hidden = h
         if self.config.tie_embeddings:
             h = h * self.config.d_model ** -0.5  # keeps the tied logits at a sane scale
-        return self.lm_head(h)  # (B, T, V)
+        return ModelOutput(self.lm_head(h), weights=weights, hidden=hidden)  # (B, T, V)
 
     def shift_right(self, targets: torch.Tensor) -> torch.Tensor:
         """Decoder inputs for teacher forcing: decoder_start_id, then targets[:, :-1]
@@ -179,13 +199,23 @@ class T5(nn.Module):
         shifted = torch.cat([start, targets[:, :-1]], dim=1)  # (B, T)
         return shifted.masked_fill(shifted == -100, self.config.pad_id)
 
-    def forward(self, input_ids, decoder_input_ids, attention_mask=None, targets=None):
-        memory = self.encode(input_ids, attention_mask)  # (B, S, C)
-        logits = self.decode(decoder_input_ids, memory, attention_mask)  # (B, T, V)
-        if targets is None:
-            return logits
-        if targets.shape != decoder_input_ids.shape:
-            raise ValueError(f"targets must have the shape of decoder_input_ids "
-                             f"{tuple(decoder_input_ids.shape)}, got {tuple(targets.shape)}")
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        return logits, loss
+    def forward(self, src, tgt_in=None, src_mask=None, targets=None,
+                return_weights: bool = False) -> ModelOutput:
+        self._check_ids("src", src)
+        if tgt_in is None:
+            if targets is None:
+                raise ValueError("T5 needs tgt_in (B, T) or targets (B, T) to shift right")
+            tgt_in = self.shift_right(targets)
+        src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
+        memory = self.encode(src, src_mask, return_weights=return_weights)  # (B, S, C)
+        if return_weights:
+            memory, enc_weights = memory
+        out = self.decode(tgt_in, memory, src_mask, return_weights=return_weights)
+        if targets is not None:
+            if targets.shape != tgt_in.shape:
+                raise ValueError(f"targets must have the shape of tgt_in "
+                                 f"{tuple(tgt_in.shape)}, got {tuple(targets.shape)}")
+            out.loss = cross_entropy(out.logits, targets)
+        if return_weights:
+            out.weights = {"encoder": enc_weights, **out.weights}
+        return out

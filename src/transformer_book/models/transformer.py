@@ -6,9 +6,11 @@ shared by the encoder input, the decoder input and the output projection (the pa
 "shared source-target vocabulary"). No final LayerNorm: in a post-norm stack every block
 already ends with one.
 
-The decoding protocol used by ``decoding.greedy`` / ``decoding.beam_search``:
+The encoder-decoder protocol used by ``decoding.greedy`` / ``decoding.beam_search`` (shared
+with ``T5`` and ``RNNSeq2Seq``):
+    source_mask(src, src_mask=None) -> bool (B, 1, 1, S) or None: the mask forward uses
     encode(src, src_mask=None) -> memory (B, S, C)
-    decode(tgt, memory, src_mask=None, cache=None) -> logits (B, T, V)
+    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput (logits (B, T, V))
     make_cache() -> Cache(n_layers, cross=True)
 """
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch.nn as nn
 
 from ..attention import Cache
 from ..layers import Block, LayerNorm
-from ..masks import padding_mask
+from ..masks import as_padding_mask, padding_mask
 from ..positional import SinusoidalPositionalEncoding
+from .output import ModelOutput, cross_entropy
 
 __all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]
 
@@ -58,12 +61,14 @@ TRANSFORMER_PRESETS = {
 class Transformer(nn.Module):
     """Encoder-decoder Transformer for sequence-to-sequence tasks such as translation.
 
-    forward(src, tgt_in, src_mask=None, tgt_mask=None):
+    forward(src, tgt_in, src_mask=None, tgt_mask=None, targets=None, return_weights=False):
         src: (B, S) source ids; tgt_in: (B, T) decoder inputs (BOS + target without its last token);
-        src_mask: bool (B, 1, 1, S), True at real tokens (default: ``src != pad_id``);
+        src_mask: the source's padding mask, (B, S) bool or 0/1 or bool (B, 1, 1, S), True at
+        real tokens (default: built from ``src != pad_id``; see ``source_mask``);
         tgt_mask: optional extra bool mask broadcastable to (B, H, T, T), combined with the
-        causal mask the decoder always applies.
-        Returns logits (B, T, V).
+        causal mask the decoder always applies; targets: (B, T), -100 = no loss.
+        Returns a ModelOutput: logits (B, T, V), loss (with targets), and with return_weights
+        {"encoder": [(B, H, S, S)], "self": [(B, H, T, T)], "cross": [(B, H, T, S)]} per layer.
     See chapter 6.
     """
 
@@ -109,8 +114,12 @@ class Transformer(nn.Module):
         x = self.embed(ids) * math.sqrt(self.config.d_model)  # (B, T, C)
         return self.drop(self.pos(x, offset=offset))
 
-    def source_mask(self, src: torch.Tensor) -> torch.Tensor | None:
-        """(B, 1, 1, S) bool mask, True at non-padding source tokens (None without pad_id)."""
+    def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor | None:
+        """The source mask that forward, encode and decoding all use: ``src_mask`` in any
+        accepted form as bool (B, 1, 1, S), or when None, True at ``src != pad_id``
+        (None when the config has no pad_id)."""
+        if src_mask is not None:
+            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
         return None if self.config.pad_id is None else padding_mask(src, self.config.pad_id)
 
     def make_cache(self) -> Cache:
@@ -119,9 +128,8 @@ class Transformer(nn.Module):
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                return_weights: bool = False):
         """Source ids (B, S) -> memory (B, S, C) [, list of self-attention weights per layer]."""
-        if src_mask is None:
-            src_mask = self.source_mask(src)
-        x = self._embed(src)  # (B, S, C)
+        x = self._embed(src)  # (B, S, C); checks the ids first
+        src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
         weights = []
         for block in self.encoder:
             x = block(x, mask=src_mask, return_weights=return_weights)
@@ -133,19 +141,21 @@ class Transformer(nn.Module):
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
                cache: Cache | None = None, tgt_mask: torch.Tensor | None = None,
                return_weights: bool = False):
-        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> logits (B, T, V).
+        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits (B, T, V).
 
         With a ``cache`` (from ``make_cache``), ``tgt`` holds only the new positions: the keys
         and values of earlier positions, and the projected memory, come from the cache.
-        With ``return_weights`` also returns {"self": [(B, H, T, T_k)] * n_layers,
+        With ``return_weights`` the output's weights are {"self": [(B, H, T, T_k)] * n_layers,
         "cross": [(B, H, T, S)] * n_layers}.
-        ``src_mask`` has no default here (the memory carries no token ids): pass the mask that
-        ``encode`` used whenever the source is padded, or padding will be attended to.
+        ``src_mask`` has no default here (the memory carries no token ids): pass
+        ``source_mask(src)`` whenever the source is padded, or padding will be attended to
+        (``decoding`` does this for you).
         """
         B, S, C = memory.shape
         if C != self.config.d_model or tgt.dim() != 2 or tgt.shape[0] != B:
             raise ValueError(f"expected tgt (B, T) and memory (B, S, {self.config.d_model}) with the "
                              f"same B, got tgt {tuple(tgt.shape)}, memory {tuple(memory.shape)}")
+        src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
         offset = cache.seq_len if cache is not None else 0
         x = self._embed(tgt, offset=offset)  # (B, T, C)
         weights = {"self": [], "cross": []}
@@ -158,12 +168,18 @@ class Transformer(nn.Module):
                 weights["self"].append(w["self"])  # (B, H, T, T_k)
                 weights["cross"].append(w["cross"])  # (B, H, T, S)
         logits = self.out_proj(x)  # (B, T, V)
-        return (logits, weights) if return_weights else logits
+        return ModelOutput(logits, weights=weights if return_weights else None, hidden=x)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor,
-                src_mask: torch.Tensor | None = None,
-                tgt_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if src_mask is None:
-            src_mask = self.source_mask(src)
-        memory = self.encode(src, src_mask)  # (B, S, C)
-        return self.decode(tgt_in, memory, src_mask, tgt_mask=tgt_mask)  # (B, T, V)
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None,
+                tgt_mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                return_weights: bool = False) -> ModelOutput:
+        memory = self.encode(src, src_mask, return_weights=return_weights)  # (B, S, C)
+        if return_weights:
+            memory, enc_weights = memory
+        out = self.decode(tgt_in, memory, self.source_mask(src, src_mask), tgt_mask=tgt_mask,
+                          return_weights=return_weights)
+        if targets is not None:
+            out.loss = cross_entropy(out.logits, targets)
+        if return_weights:
+            out.weights = {"encoder": enc_weights, **out.weights}
+        return out
