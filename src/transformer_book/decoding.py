@@ -146,85 +146,121 @@ def sample(model, prompt, max_new_tokens: int, temperature: float = 1.0, top_k=N
     return _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache)
 
 
+def _length_penalty(n, alpha: float):
+    """GNMT's lp(n) = ((5 + n) / 6) ** alpha for n generated tokens (alpha = 0: no penalty)."""
+    return ((5.0 + n) / 6.0) ** alpha
+
+
+def _pad_to(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:
+    """Right-pad the last dimension of ``tokens`` (..., T) to ``width`` with ``pad``."""
+    extra = width - tokens.shape[-1]
+    return torch.cat([tokens, tokens.new_full((*tokens.shape[:-1], extra), pad)], dim=-1)
+
+
+def _keep_best(scores, tokens, lengths, k: int):
+    """The ``k`` best of a pool of hypotheses per row.
+
+    scores (B, N), tokens (B, N, L), lengths (B, N) -> the same with N = k, best first.
+    """
+    scores, idx = scores.topk(k, dim=1)  # (B, k)
+    tokens = tokens.gather(1, idx[:, :, None].expand(-1, -1, tokens.shape[-1]))  # (B, k, L)
+    return scores, tokens, lengths.gather(1, idx)
+
+
 def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_penalty: float = 0.6,
                 eos_id=None, src=None, src_mask=None, use_cache: bool = True) -> torch.Tensor:
-    """Keep the ``beam_size`` most probable prefixes; return the best finished one per row.
+    """Keep the ``beam_size`` most probable prefixes; return the best hypothesis per row.
 
-    Hypotheses are ranked by log p / lp(len) with GNMT's length penalty
-    lp = ((5 + len) / 6) ** length_penalty (0 disables it), len counting generated tokens.
+    A hypothesis is ranked by its log-probability divided by GNMT's length penalty
+    lp(n) = ((5 + n) / 6) ** length_penalty, n counting the generated tokens (EOS included);
+    length_penalty = 0 ranks by log-probability alone, > 0 favours longer outputs. A row stops
+    once its best finished hypothesis beats anything its live beams could still reach.
 
+    Args:
+        prompt: (B, T0) token ids (for an encoder-decoder: the BOS column).
+        src, src_mask: the source (B, S) and its padding mask, as for :func:`greedy`.
     Returns:
-        (B, T + n) token ids; rows that finished early are padded with eos_id.
+        (B, T0 + n) token ids, n <= max_new_tokens; a row shorter than the longest is padded
+        with eos_id (0 without one).
     """
     _check_prompt(prompt)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     B, T0 = prompt.shape
     K, dev = beam_size, prompt.device
-
-    def lp(n):
-        return ((5.0 + n) / 6.0) ** length_penalty
+    L = T0 + max_new_tokens  # the longest hypothesis
+    pad = eos_id if eos_id is not None else 0
+    NEG = float("-inf")
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
+            # every row of the batch becomes K rows, one per beam: (B*K, ...)
             rows = torch.arange(B, device=dev).repeat_interleave(K)  # (B*K,)
             if src is not None and hasattr(model, "source_mask"):
-                src_mask = model.source_mask(src, src_mask)  # (B, 1, 1, S)
+                src_mask = model.source_mask(src, src_mask)  # (B, 1, 1, S), as forward builds it
             if src is not None:
-                src = src.index_select(0, rows)
+                src = src.index_select(0, rows)  # (B*K, S)
                 src_mask = src_mask.index_select(0, rows) if src_mask is not None else None
             stepper = _Stepper(model, src, src_mask, use_cache)
-            tokens = prompt.index_select(0, rows)  # (B*K, T0)
-            scores = torch.full((B, K), float("-inf"), device=dev)
-            scores[:, 0] = 0.0  # identical beams at the start: keep one alive
-            alive = torch.ones(B, K, dtype=torch.bool, device=dev)
-            finished = [[] for _ in range(B)]  # (normalised score, tokens) per row
+            tokens = prompt.index_select(0, rows)  # (B*K, T)
+            live = torch.full((B, K), NEG, device=dev)  # summed log-probabilities
+            live[:, 0] = 0.0  # the K beams start identical: keep one, or all K would tie
+            # finished hypotheses, the K best per row, scored after the length penalty
+            fin_score = torch.full((B, K), NEG, device=dev)
+            fin_tokens = torch.full((B, K, L), pad, dtype=torch.long, device=dev)
+            fin_len = torch.full((B, K), T0, dtype=torch.long, device=dev)
+            base = (torch.arange(B, device=dev) * K)[:, None]  # (B, 1): first beam of each row
 
             for step in range(1, max_new_tokens + 1):
                 logp = torch.log_softmax(stepper.next_logits(tokens).float(), dim=-1)  # (B*K, V)
                 V = logp.shape[-1]
-                cand = (scores[:, :, None] + logp.view(B, K, V)).masked_fill(
-                    ~alive[:, :, None], float("-inf")).view(B, K * V)  # (B, K*V)
-                top, idx = cand.topk(2 * K, dim=-1)  # room for K that do not end now
+                cand = (live[:, :, None] + logp.view(B, K, V)).view(B, K * V)  # (B, K*V)
+                # 2K candidates: at most K of them end in EOS (one token per beam), so at
+                # least K can go on
+                top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
                 beam, tok = idx // V, idx % V  # (B, 2K)
-                new_scores = torch.full((B, K), float("-inf"), device=dev)
-                new_beam = torch.zeros(B, K, dtype=torch.long, device=dev)
-                new_tok = torch.zeros(B, K, dtype=torch.long, device=dev)
-                for b in range(B):
-                    j = 0
-                    for s, bm, t in zip(top[b].tolist(), beam[b].tolist(), tok[b].tolist()):
-                        if s == float("-inf") or j == K:
-                            break
-                        if eos_id is not None and t == eos_id:
-                            seq = torch.cat([tokens[b * K + bm], tokens.new_tensor([t])])
-                            finished[b].append((s / lp(step), seq))
-                            continue
-                        new_scores[b, j], new_beam[b, j], new_tok[b, j] = s, bm, t
-                        j += 1
-                index = (torch.arange(B, device=dev)[:, None] * K + new_beam).view(-1)  # (B*K,)
+                ends = (tok == eos_id) if eos_id is not None else torch.zeros_like(tok, dtype=torch.bool)
+                ends &= top > NEG
+                goes_on = ~ends
+                # an EOS candidate counts if it ranks above the K-th continuing one
+                ahead = goes_on.long().cumsum(1) - goes_on.long()  # (B, 2K) continuing before it
+                ends &= ahead < K
+
+                # finished: prefix + EOS, scored with the length penalty, merged into the pool
+                prev = tokens.view(B, K, -1).gather(
+                    1, beam[:, :, None].expand(-1, -1, tokens.shape[1]))  # (B, 2K, T)
+                done_seq = _pad_to(torch.cat([prev, tok[:, :, None]], dim=2), L, pad)  # (B, 2K, L)
+                done_score = (top / _length_penalty(step, length_penalty)).masked_fill(~ends, NEG)
+                fin_score, fin_tokens, fin_len = _keep_best(
+                    torch.cat([fin_score, done_score], 1), torch.cat([fin_tokens, done_seq], 1),
+                    torch.cat([fin_len, torch.full_like(tok, tokens.shape[1] + 1)], 1), K)
+
+                # live: the K best continuing candidates, in score order (stable sort on `ends`)
+                pick = torch.sort(ends.to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (B, K)
+                live = top.gather(1, pick).masked_fill(ends.gather(1, pick), NEG)  # (B, K)
+                index = (base + beam.gather(1, pick)).view(-1)  # (B*K,) rows to continue
                 stepper.reorder(index)
-                tokens = torch.cat([tokens.index_select(0, index), new_tok.view(-1, 1)], dim=1)
-                scores = new_scores
-                alive = scores > float("-inf")
-                # stop a row once its best finished hypothesis beats every live one can reach
-                best_fin = torch.tensor([max((f[0] for f in fin), default=float("-inf"))
-                                         for fin in finished], device=dev)
-                live_best = scores.max(dim=1).values / lp(max_new_tokens if length_penalty > 0 else step)
-                if bool((best_fin >= live_best).all()) or not bool(alive.any()):
+                tokens = torch.cat([tokens.index_select(0, index),
+                                    tok.gather(1, pick).view(-1, 1)], dim=1)  # (B*K, T + 1)
+
+                # a live beam's score only falls; divided by lp(n) for some n still to come,
+                # the best it can reach is at n = step or n = max_new_tokens (lp is monotone)
+                reach = torch.maximum(live / _length_penalty(step, length_penalty),
+                                      live / _length_penalty(max_new_tokens, length_penalty))
+                if bool((fin_score[:, 0] >= reach.max(dim=1).values).all()):  # one host sync
                     break
 
-            out = []
-            for b in range(B):
-                cands = list(finished[b])
-                for k in range(K):
-                    if alive[b, k]:
-                        cands.append((scores[b, k].item() / lp(tokens.shape[1] - T0),
-                                      tokens[b * K + k]))
-                out.append(max(cands, key=lambda c: c[0])[1])
+            # the answer: the best of the finished and the live hypotheses of each row
+            n_live = tokens.shape[1]
+            live_norm = live / _length_penalty(n_live - T0, length_penalty)
+            scores, seqs, lengths = _keep_best(
+                torch.cat([fin_score, live_norm], 1),
+                torch.cat([fin_tokens, _pad_to(tokens.view(B, K, -1), L, pad)], 1),
+                torch.cat([fin_len, torch.full_like(fin_len, n_live)], 1), 1)
     finally:
         model.train(was_training)
-    pad = eos_id if eos_id is not None else 0
-    width = max(len(t) for t in out)
-    return torch.stack([torch.cat([t, t.new_full((width - len(t),), pad)]) for t in out])
+    return seqs[:, 0, :int(lengths.max())]  # (B, T0 + n)
