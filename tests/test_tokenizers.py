@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from transformer_book.tokenizers import (_CHUNK, ByteBPETokenizer, CharTokenizer,
-                                         WordPieceTokenizer, WordTokenizer)
+                                         WordPieceTokenizer, WordTokenizer, pre_tokenize)
 
 TEXT = ("the cat sat on the mat. the cat ate the rat! 고양이가 매트 위에 앉았다. "
         "고양이가 쥐를 먹었다. 1234 + 5678 = 6912; snake_case and CamelCase...\n\n\tend ") * 20
@@ -38,6 +38,12 @@ def test_char_tokenizer_round_trip_and_errors():
 def test_chunks_always_rebuild_the_text(seed):
     s = random_unicode(seed)
     assert "".join(_CHUNK.findall(s)) == s
+    assert pre_tokenize(s) == _CHUNK.findall(s)
+
+
+def test_pre_tokenize_keeps_a_leading_space_with_the_word():
+    assert pre_tokenize("To be, or not\n\nto be") == ["To", " be", ",", " or", " not", "\n",
+                                                        "\n", "to", " be"]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from typing import Iterable
 
 import torch
 
-__all__ = ["CharTokenizer", "WordTokenizer", "ByteBPETokenizer", "WordPieceTokenizer"]
+__all__ = ["CharTokenizer", "WordTokenizer", "ByteBPETokenizer", "WordPieceTokenizer",
+           "pre_tokenize"]
 
 
 class CharTokenizer:
@@ -104,6 +105,13 @@ class WordTokenizer:
 # space), or of whitespace. Merges never cross these chunks, so a token never spans "word." or
 # " the" + "cat". Every character belongs to one alternative: the chunks always rebuild the text.
 _CHUNK = re.compile(r" ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+
+
+def pre_tokenize(text: str) -> list[str]:
+    """The chunks BPE works within (merges never cross them); ``"".join`` gives ``text`` back."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected text (str), got {type(text).__name__}")
+    return _CHUNK.findall(text)
 
 
 def _to_bytes(text: str) -> bytes:
