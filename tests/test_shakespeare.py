@@ -47,6 +47,9 @@ def test_genres_follow_the_package_folders():
     assert table["henry-v"].genre == "history"
     assert table["the-tempest"].genre == "romance"
     assert table["julius-caesar"].genre == "roman"
+    assert table["measure-for-measure"].title == "Measure for Measure"  # no title line
+    assert table["henry-iv-part-1"].title == "Henry IV, Part I"
+    assert all(p.title and not p.title.isupper() for p in table.values())
     assert all(p.label == sh.GENRES.index(p.genre) for p in table.values())
     counts = {g: sum(p.genre == g for p in table.values()) for g in sh.GENRES}
     assert counts == {"comedy": 8, "history": 11, "problem": 5, "roman": 4, "romance": 4,

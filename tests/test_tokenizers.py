@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from transformer_book.tokenizers import (_CHUNK, ByteBPETokenizer, CharTokenizer,
-                                         WordPieceTokenizer)
+                                         WordPieceTokenizer, WordTokenizer, pre_tokenize)
 
 TEXT = ("the cat sat on the mat. the cat ate the rat! 고양이가 매트 위에 앉았다. "
         "고양이가 쥐를 먹었다. 1234 + 5678 = 6912; snake_case and CamelCase...\n\n\tend ") * 20
@@ -38,6 +38,12 @@ def test_char_tokenizer_round_trip_and_errors():
 def test_chunks_always_rebuild_the_text(seed):
     s = random_unicode(seed)
     assert "".join(_CHUNK.findall(s)) == s
+    assert pre_tokenize(s) == _CHUNK.findall(s)
+
+
+def test_pre_tokenize_keeps_a_leading_space_with_the_word():
+    assert pre_tokenize("To be, or not\n\nto be") == ["To", " be", ",", " or", " not", "\n",
+                                                        "\n", "to", " be"]
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +110,43 @@ def test_bpe_training_is_deterministic_and_saves(tmp_path, bpe):
     s = "the cat 고양이 <pad> new words"
     assert loaded.encode(s) == bpe.encode(s) and loaded.vocab_size == bpe.vocab_size
     assert "".join(bpe.token_strings(bpe.encode("the cat"))) == "the cat"
+
+
+def test_smaller_vocabularies_are_prefixes_of_one_training_run():
+    big = ByteBPETokenizer.train(TEXT, 256 + 60 + 1, special_tokens=["<|eos|>"])
+    for n in (0, 1, 17, 60):
+        small = big.with_vocab_size(256 + n + 1)
+        trained = ByteBPETokenizer.train(TEXT, 256 + n + 1, special_tokens=["<|eos|>"])
+        assert small.merges == trained.merges and small.vocab_size == 256 + n + 1
+        assert small.special_tokens == {"<|eos|>": 256 + n}
+        assert small.encode(TEXT[:200] + "<|eos|>") == trained.encode(TEXT[:200] + "<|eos|>")
+    assert big.with_vocab_size(big.vocab_size).merges == big.merges
+    for bad in (256, big.vocab_size + 1):
+        with pytest.raises(ValueError, match="vocab_size must be between 257 and 317"):
+            big.with_vocab_size(bad)
+
+
+# -------------------------------------------------------------------------------------- words
+def test_word_tokenizer_splits_words_numbers_and_symbols():
+    assert WordTokenizer.split("'Tis o'er, consider'd: 42 cats_!") == [
+        "'", "Tis", "o'er", ",", "consider'd", ":", "42", "cats", "_", "!"]
+    assert WordTokenizer.split("고양이가 매트 위에") == ["고양이가", "매트", "위에"]
+    with pytest.raises(TypeError, match="str"):
+        WordTokenizer.split(b"bytes")
+
+
+def test_word_tokenizer_vocabulary_and_unknown_words():
+    tok = WordTokenizer.from_text("the cat and the hat and the bat")
+    assert tok.itos == ["<unk>", "the", "and", "bat", "cat", "hat"]  # frequency, then a-z
+    assert tok.encode("the dog and the cat") == [1, 0, 2, 1, 4]
+    assert tok.decode(tok.encode("the dog,  the cat")) == "the <unk> <unk> the cat"
+    small = WordTokenizer.from_text("the cat and the hat and the bat", max_size=3)
+    assert small.itos == ["<unk>", "the", "and"] and small.vocab_size == 3
+    assert WordTokenizer.from_text("a a b", min_count=2).itos == ["<unk>", "a"]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.decode([6])
+    with pytest.raises(ValueError, match="max_size"):
+        WordTokenizer.from_text("a", max_size=0)
 
 
 # ---------------------------------------------------------------------------------- WordPiece

@@ -1,6 +1,8 @@
-"""Tokenizers: characters, byte-level BPE trained from scratch, and BERT's WordPiece. See chapter 7.
+"""Tokenizers: characters, words, byte-level BPE trained from scratch, and BERT's WordPiece.
+See chapter 7.
 
   CharTokenizer       one id per character seen in a training text (small vocabularies, toy tasks)
+  WordTokenizer       one id per word of a training text; any other word becomes <unk>
   ByteBPETokenizer    byte-level byte-pair encoding (Sennrich et al. 2016, on bytes as in GPT-2):
                       starts from the 256 byte values, so any string, Korean included, encodes
                       without unknown tokens, and decode(encode(s)) == s
@@ -18,7 +20,8 @@ from typing import Iterable
 
 import torch
 
-__all__ = ["CharTokenizer", "ByteBPETokenizer", "WordPieceTokenizer"]
+__all__ = ["CharTokenizer", "WordTokenizer", "ByteBPETokenizer", "WordPieceTokenizer",
+           "pre_tokenize"]
 
 
 class CharTokenizer:
@@ -48,10 +51,67 @@ class CharTokenizer:
         return "".join(self.itos[i] for i in map(int, ids) if i >= n)
 
 
+# A word: letters with inner apostrophes ("o'er", "consider'd"), a number, or one other symbol.
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*|\d+|[^\w\s]|_")
+
+
+class WordTokenizer:
+    """One id per word of the training text, most frequent first; id 0 is ``unk``.
+
+    Whitespace is not a token and an unknown word becomes ``unk``, so ``decode`` (words joined by
+    spaces) only approximates the text: the price of a word vocabulary, unlike byte-level BPE.
+    """
+
+    def __init__(self, words: Iterable[str], unk: str = "<unk>"):
+        self.unk = unk
+        self.itos = [unk] + [w for w in dict.fromkeys(words) if w != unk]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.unk_id = 0
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The words of ``text`` (case kept)."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected text (str), got {type(text).__name__}")
+        return _WORD.findall(text)
+
+    @classmethod
+    def from_text(cls, text: str, max_size: int | None = None, min_count: int = 1,
+                  unk: str = "<unk>") -> "WordTokenizer":
+        """Keep the words seen at least ``min_count`` times, at most ``max_size`` ids in all
+        (``unk`` included); ties in frequency are broken alphabetically."""
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be None or >= 1 (unk included), got {max_size}")
+        counts = Counter(cls.split(text))
+        ranked = sorted((w for w, c in counts.items() if c >= min_count),
+                        key=lambda w: (-counts[w], w))
+        return cls(ranked if max_size is None else ranked[:max_size - 1], unk)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(w, self.unk_id) for w in self.split(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        try:
+            return " ".join(self.itos[i] for i in map(int, ids))
+        except IndexError:
+            raise ValueError(f"an id is outside the vocabulary (size {self.vocab_size})") from None
+
+
 # Pre-tokenization: a run of letters, of digits, of other symbols (each may keep one leading
 # space), or of whitespace. Merges never cross these chunks, so a token never spans "word." or
 # " the" + "cat". Every character belongs to one alternative: the chunks always rebuild the text.
 _CHUNK = re.compile(r" ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+
+
+def pre_tokenize(text: str) -> list[str]:
+    """The chunks BPE works within (merges never cross them); ``"".join`` gives ``text`` back."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected text (str), got {type(text).__name__}")
+    return _CHUNK.findall(text)
 
 
 def _to_bytes(text: str) -> bytes:
@@ -147,6 +207,19 @@ class ByteBPETokenizer:
                 if pair_counts[p] > 0:
                     heapq.heappush(heap, (-pair_counts[p], p))
         return cls(merges, special_tokens)
+
+    def with_vocab_size(self, vocab_size: int) -> "ByteBPETokenizer":
+        """The tokenizer that training with the smaller ``vocab_size`` would have produced.
+
+        Training is greedy, so the first k merges of a long run are exactly the merges of a run
+        stopped after k: BPE vocabularies of one text are nested, and a sweep over vocabulary
+        sizes needs one training run. Special tokens keep their order (their ids move down).
+        """
+        n_merges = vocab_size - 256 - len(self.special_tokens)
+        if not 0 <= n_merges <= len(self.merges):
+            raise ValueError(f"vocab_size must be between {256 + len(self.special_tokens)} and "
+                             f"{self.vocab_size}, got {vocab_size}")
+        return ByteBPETokenizer(self.merges[:n_merges], list(self.special_tokens))
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         if chunk in self._cache:

