@@ -103,7 +103,7 @@ def test_bad_inputs_raise_clear_errors():
     src, tgt, mask = batch()
     with pytest.raises(ValueError, match="src_mask"):
         model(src, tgt, mask[:, :4])
-    with pytest.raises(ValueError, match="src"):
+    with pytest.raises(TypeError, match="src"):
         model.encode(src.float())
     with pytest.raises(ValueError, match="targets"):
         model(src, tgt, mask, targets=tgt[:, :2])

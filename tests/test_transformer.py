@@ -124,7 +124,7 @@ def test_embeddings_are_scaled_and_positions_added():
 
 def test_bad_inputs_raise_clear_errors():
     model = tiny()
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(TypeError, match="src must hold integer token ids"):
         model(torch.randn(2, 5), ids(2, 3))
     with pytest.raises(ValueError, match="max_len"):
         model(ids(1, 40), ids(1, 3))

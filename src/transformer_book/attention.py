@@ -167,7 +167,7 @@ class MultiHeadAttention(nn.Module):
         d_head: width D of each head; default C // H (T5 v1.1 uses other values).
         dropout: dropout on the attention weights during training.
         bias: whether the four projections have biases (T5: no).
-        scale: "default" for 1/sqrt(D), or a number (T5: 1.0, the scale is folded into the init).
+        scale: None for 1/sqrt(D), or a number (T5: 1.0, the scale is folded into the init).
         causal: a decoder's self-attention; adds a bottom-right-aligned causal mask,
             which stays correct when a KV cache holds earlier positions.
         d_kv_in: width of the memory that cross-attention reads (default C).
@@ -179,7 +179,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int | None = None, dropout: float = 0.0,
-                 bias: bool = True, scale="default", causal: bool = False,
+                 bias: bool = True, scale: float | None = None, causal: bool = False,
                  d_kv_in: int | None = None):
         super().__init__()
         if d_head is None:
@@ -189,7 +189,9 @@ class MultiHeadAttention(nn.Module):
             d_head = d_model // n_heads
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_head
         self.dropout, self.causal = dropout, causal
-        self.scale = None if scale == "default" else float(scale)
+        if scale is not None and not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be None (1/sqrt(d_head)) or a number, got {scale!r}")
+        self.scale = None if scale is None else float(scale)
         inner = n_heads * d_head
         d_kv_in = d_model if d_kv_in is None else d_kv_in
         self.q_proj = nn.Linear(d_model, inner, bias=bias)
