@@ -292,10 +292,24 @@ class WordPieceTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return [p for w in self.words(text) for p in self._pieces(w)]
 
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True):
-        """-> (ids, token_type_ids): [CLS] text [SEP] (pair [SEP]), segment 0 then 1."""
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
+               max_len: int | None = None):
+        """-> (ids, token_type_ids): [CLS] text [SEP] (pair [SEP]), segment 0 then 1.
+
+        With ``max_len``, pieces are dropped from the end of the longer segment (the pair on a
+        tie) until everything fits, so each [SEP] stays, closing its own segment."""
         a = [self.stoi[p] for p in self.tokenize(text)]
         b = [self.stoi[p] for p in self.tokenize(pair)] if pair is not None else None
+        if max_len is not None:
+            n_special = (3 if b is not None else 2) if add_special_tokens else 0
+            if max_len < n_special + 1:
+                raise ValueError(f"max_len must leave room for the special tokens and one "
+                                 f"piece: at least {n_special + 1}, got {max_len}")
+            while len(a) + len(b or []) + n_special > max_len:
+                if b and len(b) >= len(a):
+                    b.pop()
+                else:
+                    a.pop()
         if not add_special_tokens:
             ids = a + (b or [])
             return ids, [0] * len(a) + [1] * len(b or [])
@@ -308,10 +322,15 @@ class WordPieceTokenizer:
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, max_len: int = 512):
         """A padded batch: dict of (B, T) tensors input_ids, token_type_ids, attention_mask.
-        Sequences longer than ``max_len`` are cut (keeping the final [SEP])."""
-        rows = [self.encode(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
-        rows = [(ids[:max_len - 1] + ids[-1:], types[:max_len]) if len(ids) > max_len
-                else (ids, types) for ids, types in rows]
+        Sequences longer than ``max_len`` are cut as ``encode`` does: each [SEP] kept in
+        its own segment."""
+        if isinstance(texts, str) or not len(texts):
+            raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.60}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"pairs must have one entry per text ({len(texts)}), "
+                             f"got {len(pairs)}")
+        rows = [self.encode(t, pairs[i] if pairs else None, max_len=max_len)
+                for i, t in enumerate(texts)]
         T = max(len(ids) for ids, _ in rows)
         batch = {k: torch.zeros(len(rows), T, dtype=torch.long)
                  for k in ("input_ids", "token_type_ids", "attention_mask")}
