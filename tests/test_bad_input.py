@@ -114,3 +114,235 @@ def test_bad_ids_raise_value_error_on_cuda_too():
         model(ids)
     torch.cuda.synchronize()  # no device-side assert is pending
     model(ok_ids().cuda())
+
+
+# ------------------------------------------------------------------------- padding masks
+@pytest.mark.parametrize("case, exc, words", [
+    ("wrong_length", ValueError, ["(B, T) = (2, 5)", "(2, 4)"]),
+    ("wrong_rank", ValueError, ["(B, 1, 1, T) = (2, 1, 1, 5)", "(2, 1, 5)"]),
+    ("float_not_01", TypeError, ["only 0 and 1", "torch.float32"]),
+    ("nan", TypeError, ["only 0 and 1"]),
+    ("broadcast_not_bool", TypeError, ["must be bool", "torch.int64"]),
+    ("not_a_tensor", TypeError, ["torch.Tensor", "list"]),
+])
+@pytest.mark.parametrize("name", ["gpt", "bert", "transformer-src", "t5-src"])
+def test_bad_padding_masks(name, case, exc, words):
+    make, _ = MODELS[name]
+    model = make().eval()
+    ids = ok_ids()
+    mask = {"wrong_length": torch.ones(2, 4, dtype=torch.long),
+            "wrong_rank": torch.ones(2, 1, 5, dtype=torch.bool),
+            "float_not_01": torch.full((2, 5), 0.5),
+            "nan": torch.full((2, 5), float("nan")),
+            "broadcast_not_bool": torch.ones(2, 1, 1, 5, dtype=torch.long),
+            "not_a_tensor": [[1] * 5] * 2}[case]
+    with pytest.raises(exc) as info, torch.no_grad():
+        if name.endswith("-src"):
+            model(ids, ids[:, :2], src_mask=mask)
+        else:
+            model(ids, attention_mask=mask)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+# ------------------------------------------------------------------------------- build
+def test_build_unknown_preset_and_field():
+    with pytest.raises(ValueError, match=r"unknown preset 'gpt5'; expected one of \[.*'gpt2'"):
+        build("gpt5")
+    with pytest.raises(ValueError, match=r"no config field\(s\) \['n_expert'\].*'n_layers'"):
+        build("gpt2-tiny", n_expert=8)
+
+
+# --------------------------------------------------------------------------- decoding
+def _lm():
+    torch.manual_seed(0)
+    return build("gpt2-tiny", vocab_size=V, n_layers=1, max_len=16).eval()
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "sample", "beam_search"])
+@pytest.mark.parametrize("case, exc, words", [
+    ("float", TypeError, ["torch.int64", "torch.float32"]),
+    ("rank1", ValueError, ["(B, T)", "(3,)"]),
+    ("empty_batch", ValueError, ["empty batch", "(0, 3)"]),
+    ("no_token", ValueError, ["at least one token"]),
+    ("id_out_of_range", ValueError, [f"= {V + 1}", f"vocab_size={V}"]),
+    ("negative_steps", ValueError, ["max_new_tokens", "-1"]),
+    ("too_long", ValueError, ["max_len=16"]),
+    ("src_for_decoder_only", ValueError, ["src", "encode/decode"]),
+])
+def test_decoders_reject_bad_input(decoder, case, exc, words):
+    from transformer_book import decoding
+    model, prompt, n, kw = _lm(), ok_ids(2, 3), 4, {}
+    if case == "float":
+        prompt = prompt.float()
+    elif case == "rank1":
+        prompt = prompt[0, :3]
+    elif case == "empty_batch":
+        prompt = prompt[:0]
+    elif case == "no_token":
+        prompt = prompt[:, :0]
+    elif case == "id_out_of_range":
+        prompt[1, 0] = V + 1
+    elif case == "negative_steps":
+        n = -1
+    elif case == "too_long":
+        n = 20  # 3 + 20 > max_len: caught at the step that would exceed it
+    elif case == "src_for_decoder_only":
+        kw = {"src": ok_ids(2, 4)}
+    with pytest.raises(exc) as info:
+        getattr(decoding, decoder)(model, prompt, n, **kw)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_encoder_decoder_decoding_checks_its_source():
+    from transformer_book.decoding import beam_search, greedy
+    model = build("transformer-tiny", vocab_size=V, max_len=16).eval()
+    bos = torch.ones(2, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="needs src"):
+        greedy(model, bos, 3)
+    with pytest.raises(ValueError, match=r"src must have shape \(B=2, S\).*\(3, 4\)"):
+        beam_search(model, bos, 3, src=ok_ids(3, 4))
+    bad = ok_ids(2, 4)
+    bad[0, 1] = V
+    with pytest.raises(ValueError, match=rf"src\[0, 1\] = {V}"):
+        greedy(model, bos, 3, src=bad)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, bos, 3, beam_size=0, src=ok_ids(2, 4))
+
+
+# ------------------------------------------------------------------------- tokenizers
+def _tokenizers():
+    from transformer_book.tokenizers import ByteBPETokenizer, CharTokenizer, WordPieceTokenizer
+    return {
+        "char": CharTokenizer.from_text("abc ", specials=["<pad>"]),
+        "bpe": ByteBPETokenizer.train("the cat sat on the mat " * 20, 270),
+        "wordpiece": WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat"]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe", "wordpiece"])
+def test_tokenizers_reject_bad_input(kind):
+    tok = _tokenizers()[kind]
+    n = tok.vocab_size
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        tok.encode(b"the cat")
+    with pytest.raises(TypeError, match="text must be a str, got NoneType"):
+        tok.encode(None)
+    with pytest.raises(ValueError, match=rf"id {n} at position 1 .*vocab_size={n}"):
+        tok.decode([0, n])
+    with pytest.raises(ValueError, match=r"id -1 at position 0"):
+        tok.decode(torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match=r"one sequence.*\(2, 2\)"):
+        tok.decode(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="integers, got a torch.float32"):
+        tok.decode(torch.zeros(3))
+    with pytest.raises(TypeError, match="ints, got float 1.5 at position 1"):
+        tok.decode([0, 1.5])
+    assert isinstance(tok.decode(torch.tensor([0, 1])), str)  # the good path still works
+
+
+def test_unknown_character_and_wordpiece_batch_errors():
+    tok = _tokenizers()
+    with pytest.raises(ValueError, match="'z' is not in the vocabulary"):
+        tok["char"].encode("abz")
+    with pytest.raises(ValueError, match="non-empty list"):
+        tok["wordpiece"]([])
+    with pytest.raises(ValueError, match=r"one entry per text \(2\), got 1"):
+        tok["wordpiece"](["the", "cat"], pairs=["cat"])
+
+
+# ----------------------------------------------------------------------------- Trainer
+def test_trainer_rejects_bad_arguments_and_batches():
+    from transformer_book.training import Trainer
+    with pytest.raises(TypeError, match="nn.Module, got str"):
+        Trainer("gpt2", device="cpu")
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -0.1"):
+        Trainer(_lm(), lr=-0.1, device="cpu")
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\), got 1.5"):
+        Trainer(_lm(), label_smoothing=1.5, device="cpu")
+    with pytest.raises(TypeError, match="schedule must be None or a callable"):
+        Trainer(_lm(), schedule=0.5, device="cpu")
+    t = Trainer(_lm(), device="cpu", progress=False)
+    with pytest.raises(ValueError, match="steps, max_seconds, or both"):
+        t.fit(lambda s: None)
+    with pytest.raises(ValueError, match="steps must be an int >= 0, got -3"):
+        t.fit(lambda s: None, steps=-3)
+    with pytest.raises(TypeError, match="tuple .* or a dict, got str"):
+        t.fit(lambda s: "a batch", steps=1)
+    with pytest.raises(ValueError, match=r"'targets' entry .* got keys \['idx'\]"):
+        t.fit(lambda s: {"idx": ok_ids()}, steps=1)
+    with pytest.raises(ValueError, match=rf"= {V} .*vocab_size={V}"):
+        t.fit(lambda s: (torch.full((2, 5), V), ok_ids()), steps=1)
+    with pytest.raises(ValueError, match=r"targets must have shape \(2, 5\), got \(2, 4\)"):
+        t.fit(lambda s: (ok_ids(), ok_ids()[:, :4]), steps=1)
+    assert t.step == 0  # no bad batch took a step
+
+
+def test_trainer_stops_on_a_nan_loss():
+    from transformer_book.training import Trainer
+
+    class Reg(torch.nn.Module):  # a model fed NaN features
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    t = Trainer(Reg(), device="cpu", progress=False)
+    x = torch.full((4, 3), float("nan"))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        t.fit(lambda s: (x, torch.zeros(4, dtype=torch.long)), steps=2)
+
+
+# --------------------------------------------------------------------- load_checkpoint
+@pytest.mark.parametrize("case, exc, words", [
+    ("shape", ValueError, ["tok_emb.weight", f"({V + 1}, 128)", f"({V}, 128)"]),
+    ("missing", ValueError, ["has no tensor for 'blocks.1"]),
+    ("extra", ValueError, ["'blocks.1", "that the model does not have"]),
+    ("optimizer", ValueError, ["optimizer groups", "the optimizer has"]),
+    ("not_safetensors", ValueError, ["is not a safetensors checkpoint"]),
+    ("foreign_safetensors", ValueError, ["not a checkpoint written by save_checkpoint"]),
+    ("no_file", FileNotFoundError, ["no checkpoint file"]),
+])
+def test_failed_load_checkpoint_leaves_everything_unchanged(tmp_path, case, exc, words):
+    from safetensors.torch import save_file
+
+    from transformer_book.training import load_checkpoint, save_checkpoint
+    path = tmp_path / "ck.safetensors"
+    donor_cfg, target_cfg = {
+        "shape": ({"vocab_size": V + 1}, {}),
+        "missing": ({"n_layers": 1}, {"n_layers": 2}),
+        "extra": ({"n_layers": 2}, {"n_layers": 1}),
+    }.get(case, ({}, {}))
+
+    def make(seed, cfg):
+        torch.manual_seed(seed)
+        return build("gpt2-tiny", **{"vocab_size": V, "n_layers": 1, "max_len": 16, **cfg})
+
+    donor = make(1, donor_cfg)
+    opt = torch.optim.AdamW(donor.parameters())
+    donor(ok_ids(), targets=ok_ids()).loss.backward()
+    opt.step()
+    save_checkpoint(path, donor, opt)
+    if case == "not_safetensors":
+        path.write_bytes(b"\x80\x04 this is not a safetensors file")
+    elif case == "foreign_safetensors":
+        save_file({"w": torch.zeros(2)}, str(path))
+    elif case == "no_file":
+        path = tmp_path / "missing.safetensors"
+
+    model = make(2, target_cfg)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params[:1] if case == "optimizer" else params)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(exc) as info:
+        load_checkpoint(path, model, optimizer)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not optimizer.state  # the optimizer was not half-loaded either
+    assert torch.equal(torch.get_rng_state(), rng)

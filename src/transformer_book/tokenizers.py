@@ -21,6 +21,38 @@ import torch
 __all__ = ["CharTokenizer", "ByteBPETokenizer", "WordPieceTokenizer"]
 
 
+def _check_text(text, name: str = "text") -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+
+
+def _check_ids(ids, vocab_size: int) -> list[int]:
+    """One sequence of ids (a list of ints or a 1-D integer tensor) -> list of ints in
+    [0, vocab_size); anything else raises a TypeError / ValueError that says what came."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"decode takes one sequence of ids, shape (T,), got "
+                             f"{tuple(ids.shape)} (decode each row of a batch)")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be integers, got a {ids.dtype} tensor")
+        ids = ids.tolist()
+    elif isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
+    out = []
+    for pos, i in enumerate(ids):
+        if isinstance(i, bool) or not isinstance(i, int):
+            if hasattr(i, "__index__") and not isinstance(i, bool):
+                i = i.__index__()  # numpy integers
+            else:
+                raise TypeError(f"ids must be ints, got {type(i).__name__} {i!r} at "
+                                f"position {pos}")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"id {i} at position {pos} is outside the vocabulary "
+                             f"[0, vocab_size={vocab_size})")
+        out.append(i)
+    return out
+
+
 class CharTokenizer:
     """One id per character; ``specials`` (e.g. "<pad>", "<bos>") take the first ids."""
 
@@ -38,6 +70,7 @@ class CharTokenizer:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
+        _check_text(text)
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError as e:
@@ -45,7 +78,7 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int], skip_specials: bool = False) -> str:
         n = len(self.specials) if skip_specials else 0
-        return "".join(self.itos[i] for i in map(int, ids) if i >= n)
+        return "".join(self.itos[i] for i in _check_ids(ids, self.vocab_size) if i >= n)
 
 
 # Pre-tokenization: a run of letters, of digits, of other symbols (each may keep one leading
@@ -163,6 +196,7 @@ class ByteBPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Special tokens written in ``text`` become their single id."""
+        _check_text(text)
         parts = self._special_re.split(text) if self._special_re else [text]
         out = []
         for part in parts:
@@ -175,7 +209,7 @@ class ByteBPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         text, buf = [], b""
-        for i in map(int, ids):
+        for i in _check_ids(ids, self.vocab_size):
             if i in self.id_to_special:
                 text.append(_from_bytes(buf) + self.id_to_special[i])
                 buf = b""
@@ -298,6 +332,9 @@ class WordPieceTokenizer:
 
         With ``max_len``, pieces are dropped from the end of the longer segment (the pair on a
         tie) until everything fits, so each [SEP] stays, closing its own segment."""
+        _check_text(text)
+        if pair is not None:
+            _check_text(pair, "pair")
         a = [self.stoi[p] for p in self.tokenize(text)]
         b = [self.stoi[p] for p in self.tokenize(pair)] if pair is not None else None
         if max_len is not None:
@@ -344,7 +381,7 @@ class WordPieceTokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         specials = {self.cls_id, self.sep_id, self.pad_id}
         text = ""
-        for i in map(int, ids):
+        for i in _check_ids(ids, self.vocab_size):
             if skip_special and i in specials:
                 continue
             tok = self.itos[i]

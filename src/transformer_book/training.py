@@ -242,6 +242,14 @@ class Trainer:
                  weight_decay: float = 0.0, schedule=None, grad_clip: float | None = 1.0,
                  label_smoothing: float = 0.0, loss_fn=None, device=None, eval_fn=None,
                  eval_every: int | None = None, progress: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be None or > 0, got {grad_clip!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -320,6 +328,9 @@ class Trainer:
         early after ``max_seconds``. Returns the history."""
         if steps is None and max_seconds is None:
             raise ValueError("fit needs steps, max_seconds, or both")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 0):
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
         target = self.step + steps if steps is not None else None
         start = time.perf_counter()
         # pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 (CI) still works

@@ -29,6 +29,10 @@ __all__ = ["T5Config", "T5", "T5_PRESETS"]
 
 @dataclass(frozen=True)
 class T5Config:
+    """T5's sizes. There is no ``max_len``: positions enter only as relative-distance buckets
+    (no table indexed by absolute position), so any length runs; distances beyond
+    ``max_distance`` share the last bucket. Inputs are still checked (ids, shape, empty)."""
+
     vocab_size: int = 32128
     d_model: int = 512
     n_heads: int = 8
