@@ -51,19 +51,24 @@ def test_t5_buckets_by_hand():
     """
     d = torch.tensor([0, -1, 1, -7, 7, -8, 8, -20, 20, -127, 127, -500, 500])
     bi = relative_position_bucket(d, bidirectional=True).tolist()
-    expected_bi = []
-    for x in d.tolist():
-        n = abs(x)
-        b = n if n < 8 else min(15, 8 + int(math.log(n / 8) / math.log(16) * 8))
-        expected_bi.append(b + (16 if x > 0 else 0))
-    assert bi == expected_bi
-    assert bi[:7] == [0, 1, 17, 7, 23, 8, 24]  # spot values written out
+    # written out by hand from the formula above: 20 -> 8 + floor(log(2.5)/log(16)*8) = 10
+    assert bi == [0, 1, 17, 7, 23, 8, 24, 10, 26, 15, 31, 15, 31]
     assert bi[-2:] == [15, 31]  # far away: the last bucket of each half
     causal = relative_position_bucket(d, bidirectional=False).tolist()
     assert causal[2] == causal[4] == causal[6] == 0  # the future collapses into bucket 0
     assert causal[1] == 1 and causal[3] == 7 and causal[5] == 8
     assert causal[7] == 16 + int(math.log(20 / 16) / math.log(8) * 16) == 17
     assert causal[11] == 31
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_t5_buckets_equal_the_reference_implementation(bidirectional):
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.models.t5.modeling_t5.T5Attention._relative_position_bucket
+    d = torch.arange(-300, 301)  # key - query, as both implementations define it
+    for buckets, dist in ((32, 128), (16, 40)):
+        ours = relative_position_bucket(d, bidirectional, buckets, dist)
+        assert torch.equal(ours, ref(d, bidirectional, buckets, dist)), (buckets, dist)
 
 
 def test_relative_bias_shape_and_alignment():

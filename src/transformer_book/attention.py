@@ -76,9 +76,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         raise ValueError("the fused path cannot return the weights; use fused=False")
 
     if fused:
-        attn_mask = to_additive(mask, q.dtype)
-        if bias is not None:
-            attn_mask = bias.to(q.dtype) if attn_mask is None else attn_mask + bias.to(q.dtype)
+        if bias is None:
+            attn_mask = to_additive(mask, q.dtype)
+        elif mask is None:
+            attn_mask = bias.to(q.dtype)
+        else:  # where, not bias + finfo.min: that sum overflows to -inf in fp16 (NaN rows)
+            attn_mask = torch.where(mask, bias.to(q.dtype), torch.finfo(q.dtype).min)
         if attn_mask is not None and attn_mask.dim() == 4 and q.dim() == 4:
             # torch's kernels want a mask that matches (B, H, T_q, T_k) up to broadcasting
             attn_mask = attn_mask.expand(q.shape[0], q.shape[1], T_q, T_k)
@@ -110,6 +113,10 @@ class KVCache:
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
+
+    def reset(self) -> None:
+        """Forget everything (start a new sequence, or a new source for cross-attention)."""
+        self.k = self.v = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
         if self.k is None:
@@ -144,6 +151,13 @@ class Cache(list):
         for layer in self:
             layer.reorder(index)
 
+    def reset(self) -> None:
+        """Empty every layer's caches, so that the cache can serve a new batch or source."""
+        for layer in self:
+            layer.self_attn.reset()
+            if layer.cross_attn is not None:
+                layer.cross_attn.reset()
+
 
 class LayerCache:
     """The caches of one block: its self-attention and, in a decoder, its cross-attention."""
@@ -167,7 +181,7 @@ class MultiHeadAttention(nn.Module):
         d_head: width D of each head; default C // H (T5 v1.1 uses other values).
         dropout: dropout on the attention weights during training.
         bias: whether the four projections have biases (T5: no).
-        scale: "default" for 1/sqrt(D), or a number (T5: 1.0, the scale is folded into the init).
+        scale: None for 1/sqrt(D), or a number (T5: 1.0, the scale is folded into the init).
         causal: a decoder's self-attention; adds a bottom-right-aligned causal mask,
             which stays correct when a KV cache holds earlier positions.
         d_kv_in: width of the memory that cross-attention reads (default C).
@@ -179,7 +193,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int | None = None, dropout: float = 0.0,
-                 bias: bool = True, scale="default", causal: bool = False,
+                 bias: bool = True, scale: float | None = None, causal: bool = False,
                  d_kv_in: int | None = None):
         super().__init__()
         if d_head is None:
@@ -189,7 +203,9 @@ class MultiHeadAttention(nn.Module):
             d_head = d_model // n_heads
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_head
         self.dropout, self.causal = dropout, causal
-        self.scale = None if scale == "default" else float(scale)
+        if scale is not None and not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be None (1/sqrt(d_head)) or a number, got {scale!r}")
+        self.scale = None if scale is None else float(scale)
         inner = n_heads * d_head
         d_kv_in = d_model if d_kv_in is None else d_kv_in
         self.q_proj = nn.Linear(d_model, inner, bias=bias)
@@ -216,8 +232,15 @@ class MultiHeadAttention(nn.Module):
             k = self._split(self.k_proj(x))  # (B, H, T, D)
             v = self._split(self.v_proj(x))
             if cache is not None:
+                if len(cache) and cache.k.shape[0] != B:
+                    raise ValueError(f"this cache holds a batch of {cache.k.shape[0]}, x has "
+                                     f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
         elif cache is not None and len(cache):  # cross-attention, memory already projected
+            if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
+                raise ValueError(f"this cross-attention cache holds a source of batch "
+                                 f"{cache.k.shape[0]} and length {cache.k.shape[2]}, but kv is "
+                                 f"{tuple(kv.shape)}: call cache.reset() before a new source")
             k, v = cache.k, cache.v
         else:
             k = self._split(self.k_proj(kv))  # (B, H, T_k, D)

@@ -64,16 +64,31 @@ class _Stepper:
                 self.src_mask = self.src_mask.index_select(0, index)
 
 
-def _check_prompt(prompt: torch.Tensor) -> None:
-    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.long:
-        got = f"{tuple(prompt.shape)} {prompt.dtype}" if isinstance(prompt, torch.Tensor) else type(prompt)
-        raise ValueError(f"prompt must be a LongTensor of shape (B, T), got {got}")
+def _check_prompt(prompt: torch.Tensor, max_new_tokens=0, src=None) -> None:
+    if not isinstance(prompt, torch.Tensor):
+        raise TypeError(f"prompt must be a torch.Tensor of token ids, shape (B, T), "
+                        f"got {type(prompt).__name__}")
+    if prompt.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"prompt must hold integer token ids (torch.int64 or torch.int32), "
+                        f"got {prompt.dtype}")
+    if prompt.dim() != 2:
+        raise ValueError(f"prompt must have shape (B, T), got {tuple(prompt.shape)}")
+    if prompt.shape[0] == 0:
+        raise ValueError(f"prompt is an empty batch: shape {tuple(prompt.shape)}")
     if prompt.shape[1] == 0:
         raise ValueError("prompt must hold at least one token (a BOS token for a decoder)")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if src is not None and (not isinstance(src, torch.Tensor) or src.dim() != 2
+                            or src.shape[0] != prompt.shape[0]):
+        got = tuple(src.shape) if isinstance(src, torch.Tensor) else type(src).__name__
+        raise ValueError(f"src must have shape (B={prompt.shape[0]}, S), one source per "
+                         f"prompt row, got {got}")
 
 
 def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache):
-    _check_prompt(prompt)
+    _check_prompt(prompt, max_new_tokens, src)
     was_training = model.training
     model.eval()
     try:
@@ -183,7 +198,7 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
         (B, T0 + n) token ids, n <= max_new_tokens; a row shorter than the longest is padded
         with eos_id (0 without one).
     """
-    _check_prompt(prompt)
+    _check_prompt(prompt, max_new_tokens, src)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if max_new_tokens < 0:

@@ -97,7 +97,7 @@ class Block(nn.Module):
         causal: the self-attention may not look at later positions.
         norm: "layernorm" or "rmsnorm".
         bias: biases in the attention and FFN projections (T5: False).
-        attn_scale: "default" (1/sqrt(d_head)) or a number (T5: 1.0).
+        attn_scale: None (1/sqrt(d_head)) or a number (T5: 1.0).
 
     forward(x, mask=None, memory=None, memory_mask=None, cache=None, self_bias=None,
             cross_bias=None, return_weights=False):
@@ -110,7 +110,7 @@ class Block(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  norm_first: bool = False, cross_attention: bool = False, causal: bool = False,
                  activation: str = "relu", norm: str = "layernorm", eps: float = 1e-5,
-                 bias: bool = True, attn_scale="default", d_head: int | None = None,
+                 bias: bool = True, attn_scale: float | None = None, d_head: int | None = None,
                  attn_dropout: float | None = None, ffn_dropout: float = 0.0):
         super().__init__()
         if norm not in ("layernorm", "rmsnorm"):

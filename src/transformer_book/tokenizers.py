@@ -24,6 +24,38 @@ __all__ = ["CharTokenizer", "WordTokenizer", "ByteBPETokenizer", "WordPieceToken
            "pre_tokenize"]
 
 
+def _check_text(text, name: str = "text") -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+
+
+def _check_ids(ids, vocab_size: int) -> list[int]:
+    """One sequence of ids (a list of ints or a 1-D integer tensor) -> list of ints in
+    [0, vocab_size); anything else raises a TypeError / ValueError that says what came."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"decode takes one sequence of ids, shape (T,), got "
+                             f"{tuple(ids.shape)} (decode each row of a batch)")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be integers, got a {ids.dtype} tensor")
+        ids = ids.tolist()
+    elif isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
+    out = []
+    for pos, i in enumerate(ids):
+        if isinstance(i, bool) or not isinstance(i, int):
+            if hasattr(i, "__index__") and not isinstance(i, bool):
+                i = i.__index__()  # numpy integers
+            else:
+                raise TypeError(f"ids must be ints, got {type(i).__name__} {i!r} at "
+                                f"position {pos}")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"id {i} at position {pos} is outside the vocabulary "
+                             f"[0, vocab_size={vocab_size})")
+        out.append(i)
+    return out
+
+
 class CharTokenizer:
     """One id per character; ``specials`` (e.g. "<pad>", "<bos>") take the first ids."""
 
@@ -41,6 +73,7 @@ class CharTokenizer:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
+        _check_text(text)
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError as e:
@@ -48,7 +81,7 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int], skip_specials: bool = False) -> str:
         n = len(self.specials) if skip_specials else 0
-        return "".join(self.itos[i] for i in map(int, ids) if i >= n)
+        return "".join(self.itos[i] for i in _check_ids(ids, self.vocab_size) if i >= n)
 
 
 # A word: letters with inner apostrophes ("o'er", "consider'd"), a number, or one other symbol.
@@ -236,6 +269,7 @@ class ByteBPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Special tokens written in ``text`` become their single id."""
+        _check_text(text)
         parts = self._special_re.split(text) if self._special_re else [text]
         out = []
         for part in parts:
@@ -248,7 +282,7 @@ class ByteBPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         text, buf = [], b""
-        for i in map(int, ids):
+        for i in _check_ids(ids, self.vocab_size):
             if i in self.id_to_special:
                 text.append(_from_bytes(buf) + self.id_to_special[i])
                 buf = b""
@@ -365,10 +399,27 @@ class WordPieceTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return [p for w in self.words(text) for p in self._pieces(w)]
 
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True):
-        """-> (ids, token_type_ids): [CLS] text [SEP] (pair [SEP]), segment 0 then 1."""
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True,
+               max_len: int | None = None):
+        """-> (ids, token_type_ids): [CLS] text [SEP] (pair [SEP]), segment 0 then 1.
+
+        With ``max_len``, pieces are dropped from the end of the longer segment (the pair on a
+        tie) until everything fits, so each [SEP] stays, closing its own segment."""
+        _check_text(text)
+        if pair is not None:
+            _check_text(pair, "pair")
         a = [self.stoi[p] for p in self.tokenize(text)]
         b = [self.stoi[p] for p in self.tokenize(pair)] if pair is not None else None
+        if max_len is not None:
+            n_special = (3 if b is not None else 2) if add_special_tokens else 0
+            if max_len < n_special + 1:
+                raise ValueError(f"max_len must leave room for the special tokens and one "
+                                 f"piece: at least {n_special + 1}, got {max_len}")
+            while len(a) + len(b or []) + n_special > max_len:
+                if b and len(b) >= len(a):
+                    b.pop()
+                else:
+                    a.pop()
         if not add_special_tokens:
             ids = a + (b or [])
             return ids, [0] * len(a) + [1] * len(b or [])
@@ -381,10 +432,15 @@ class WordPieceTokenizer:
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, max_len: int = 512):
         """A padded batch: dict of (B, T) tensors input_ids, token_type_ids, attention_mask.
-        Sequences longer than ``max_len`` are cut (keeping the final [SEP])."""
-        rows = [self.encode(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
-        rows = [(ids[:max_len - 1] + ids[-1:], types[:max_len]) if len(ids) > max_len
-                else (ids, types) for ids, types in rows]
+        Sequences longer than ``max_len`` are cut as ``encode`` does: each [SEP] kept in
+        its own segment."""
+        if isinstance(texts, str) or not len(texts):
+            raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.60}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"pairs must have one entry per text ({len(texts)}), "
+                             f"got {len(pairs)}")
+        rows = [self.encode(t, pairs[i] if pairs else None, max_len=max_len)
+                for i, t in enumerate(texts)]
         T = max(len(ids) for ids, _ in rows)
         batch = {k: torch.zeros(len(rows), T, dtype=torch.long)
                  for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -398,7 +454,7 @@ class WordPieceTokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         specials = {self.cls_id, self.sep_id, self.pad_id}
         text = ""
-        for i in map(int, ids):
+        for i in _check_ids(ids, self.vocab_size):
             if skip_special and i in specials:
                 continue
             tok = self.itos[i]

@@ -1,23 +1,30 @@
 """Training loop, learning-rate schedules, label smoothing and checkpoints. See chapter 6.
 
-``Trainer`` is deliberately small: Adam(W), a schedule, gradient clipping, bf16 autocast on
-CUDA only, a tqdm bar with the live loss, an evaluation hook, and checkpoints in safetensors
-(plain tensors and JSON: loading one never unpickles anything).
+``Trainer`` is deliberately small: Adam(W), a schedule, gradient clipping, autocast on CUDA
+only (bf16 where the GPU supports it, else fp16 with a gradient scaler), a tqdm bar with the
+live loss, an evaluation hook, and checkpoints in safetensors (plain tensors and JSON: loading
+one never unpickles anything).
+
+Schedules take the optimizer step number, counting from 1: ``schedule(1)`` is the multiplier
+of the first optimizer step, and a warmup of ``w`` steps peaks exactly at ``schedule(w)``.
 """
 from __future__ import annotations
 
 import inspect
 import json
 import math
+import random
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .utils import autocast, get_device
+from .utils import autocast, autocast_dtype, get_device
 
 __all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
            "save_checkpoint", "load_checkpoint"]
@@ -26,29 +33,36 @@ __all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_en
 def noam_schedule(d_model: int, warmup_steps: int = 4000):
     """The 2017 paper's rate: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
 
-    Returns step -> learning rate (use it with base lr 1.0). Steps count from 1: the rate
-    rises linearly for ``warmup_steps`` and then decays as 1/sqrt(step).
+    Returns step -> learning rate (use it with base lr 1.0). Steps are optimizer steps counted
+    from 1: the rate rises linearly up to step ``warmup_steps``, its peak, then decays as
+    1/sqrt(step).
     """
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
 
     def rate(step: int) -> float:
-        step = max(step, 1)
+        if step < 1:
+            raise ValueError(f"schedules count optimizer steps from 1, got step {step}")
         return d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
     return rate
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
-    """Linear warmup to 1, then a cosine down to ``min_ratio`` at ``total_steps``.
+    """Linear warmup to 1 at step ``warmup_steps``, then a cosine down to ``min_ratio`` at
+    step ``total_steps`` (and after it).
 
-    Returns step -> multiplier of the base learning rate.
+    Returns step -> multiplier of the base learning rate; steps are optimizer steps counted
+    from 1, so step ``k <= warmup_steps`` gets ``k / warmup_steps``.
     """
-    if total_steps < 1 or warmup_steps < 0:
-        raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+    if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got "
+                         f"total_steps={total_steps}, warmup_steps={warmup_steps}")
 
     def mult(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
+        if step < 1:
+            raise ValueError(f"schedules count optimizer steps from 1, got step {step}")
+        if step <= warmup_steps:
+            return step / warmup_steps
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return mult
@@ -92,12 +106,13 @@ def _unique_state(model: nn.Module) -> tuple[dict, dict]:
 
 
 def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,
-                    history=None, rng: bool = True) -> None:
-    """Write the model (and optionally optimizer, schedule, RNG state) to one safetensors file."""
+                    history=None, rng: bool = True, elapsed: float = 0.0) -> None:
+    """Write the model (and optionally optimizer, schedule, the Python, NumPy and torch RNG
+    states, and the training time so far) to one safetensors file."""
     model = getattr(model, "_orig_mod", model)  # the uncompiled module's names
     state, aliases = _unique_state(model)
     tensors = {f"model.{k}": v for k, v in state.items()}
-    meta = {"step": step, "aliases": aliases, "history": history or {}}
+    meta = {"step": step, "aliases": aliases, "history": history or {}, "elapsed": elapsed}
     if optimizer is not None:
         osd = optimizer.state_dict()
         for pid, pstate in osd["state"].items():
@@ -111,20 +126,39 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        version, words, gauss = random.getstate()
+        tensors["rng.python"] = torch.tensor(words, dtype=torch.int64)
+        meta["rng_python"] = [version, gauss]
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+        meta["rng_numpy"] = [kind, int(pos), int(has_gauss), float(cached)]
     save_file(tensors, str(path), metadata={"book": json.dumps(meta)})
 
 
 def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng: bool = True) -> dict:
     """Load what ``save_checkpoint`` wrote; returns its metadata (step, history).
 
+    Everything is checked before anything changes: a checkpoint that does not fit leaves the
+    model, the optimizer and the RNG states as they were.
+
     Raises:
-        ValueError naming the first tensor that is missing, unexpected, or of the wrong shape.
+        FileNotFoundError; ValueError for a file that is not one of our checkpoints, or naming
+        the first tensor that is missing, unexpected, or of the wrong shape.
     """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["book"])
-    tensors = load_file(str(path))
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("book")
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error types differ between versions
+        raise ValueError(f"{path} is not a safetensors checkpoint: {e}") from None
+    if raw is None:
+        raise ValueError(f"{path} is a safetensors file but not a checkpoint written by "
+                         "save_checkpoint (its metadata has no 'book' entry)")
+    meta = json.loads(raw)
     model = getattr(model, "_orig_mod", model)
     own = model.state_dict()
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -140,13 +174,22 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
     extra = sorted(set(state) - set(own))
     if extra:
         raise ValueError(f"checkpoint {path} has tensor {extra[0]!r} that the model does not have")
-    model.load_state_dict(state)
     if optimizer is not None:
+        if "param_groups" not in meta:
+            raise ValueError(f"checkpoint {path} holds no optimizer state")
+        theirs = [len(g["params"]) for g in meta["param_groups"]]
+        ours = [len(g["params"]) for g in optimizer.param_groups]
+        if theirs != ours:
+            raise ValueError(f"checkpoint {path} has optimizer groups of {theirs} parameters, "
+                             f"the optimizer has {ours}")
         opt_state = {}
         for k, v in tensors.items():
             if k.startswith("optim."):
                 _, pid, name = k.split(".", 2)
                 opt_state.setdefault(int(pid), {})[name] = v
+    # everything fits: now change things
+    model.load_state_dict(state)
+    if optimizer is not None:
         optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
@@ -154,6 +197,13 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
+        if "rng.python" in tensors:
+            version, gauss = meta["rng_python"]
+            random.setstate((version, tuple(tensors["rng.python"].tolist()), gauss))
+        if "rng.numpy" in tensors:
+            kind, pos, has_gauss, cached = meta["rng_numpy"]
+            np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos,
+                                 has_gauss, cached))
     return meta
 
 
@@ -192,6 +242,14 @@ class Trainer:
                  weight_decay: float = 0.0, schedule=None, grad_clip: float | None = 1.0,
                  label_smoothing: float = 0.0, loss_fn=None, device=None, eval_fn=None,
                  eval_every: int | None = None, progress: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be None or > 0, got {grad_clip!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -199,9 +257,19 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be None or a callable step -> multiplier, "
+                            f"got {type(schedule).__name__}")
         self.schedule = schedule
+        # LambdaLR counts from 0 (its value at 0 sets the first step's rate); our schedules
+        # count optimizer steps from 1, so the first step runs at schedule(1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, schedule if schedule is not None else (lambda step: 1.0))
+            self.optimizer, (lambda s: schedule(s + 1)) if schedule is not None
+            else (lambda s: 1.0))
+        # fp16 autocast (a GPU without bf16, such as Colab's T4) needs a gradient scaler
+        self.amp_dtype = autocast_dtype(self.device)
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if self.amp_dtype == torch.float16 else None)
         self.grad_clip, self.label_smoothing = grad_clip, label_smoothing
         self.loss_fn, self.eval_fn, self.eval_every = loss_fn, eval_fn, eval_every
         self.progress = progress
@@ -246,9 +314,11 @@ class Trainer:
             return {}
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad():
-            metrics = self.eval_fn(self.model)
-        self.model.train(was_training)
+        try:
+            with torch.no_grad():
+                metrics = self.eval_fn(self.model)
+        finally:  # an eval_fn that raises must not leave the model in eval mode
+            self.model.train(was_training)
         for k, v in metrics.items():
             self.history.setdefault(k, []).append((self.step, float(v)))
         return metrics
@@ -258,6 +328,9 @@ class Trainer:
         early after ``max_seconds``. Returns the history."""
         if steps is None and max_seconds is None:
             raise ValueError("fit needs steps, max_seconds, or both")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 0):
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
         target = self.step + steps if steps is not None else None
         start = time.perf_counter()
         # pass `disable` only to switch the bar off, so that TQDM_DISABLE=1 (CI) still works
@@ -273,11 +346,19 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is not None:  # fp16: scale the loss, unscale before clipping
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             lr = self.optimizer.param_groups[0]["lr"]
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             self.step += 1
             self.history["train_loss"].append((self.step, loss.item()))
@@ -293,9 +374,11 @@ class Trainer:
         return self.history
 
     def save(self, path) -> None:
-        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.step, self.history)
+        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.step, self.history,
+                        elapsed=self.seconds)
 
     def load(self, path) -> None:
         meta = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.step = meta["step"]
+        self.seconds = float(meta.get("elapsed", 0.0))
         self.history = {k: [tuple(x) for x in v] for k, v in meta["history"].items()}

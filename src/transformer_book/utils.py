@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["get_device", "seed_everything", "autocast", "count_params", "scale", "setup"]
+__all__ = ["get_device", "seed_everything", "autocast", "autocast_dtype", "count_params", "scale",
+           "setup"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -32,12 +33,21 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The half-precision type training uses on ``device``: bf16 on a GPU that supports it,
+    fp16 on one that does not (Colab's T4; the Trainer then adds a gradient scaler), and
+    None (full fp32) elsewhere: CPU bf16 is slow and changes the numbers."""
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device | str):
-    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slow and changes the numbers)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Autocast to ``autocast_dtype(device)`` on CUDA; a no-op elsewhere."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -16,11 +16,13 @@ from .gpt import GPT, GPT_PRESETS, GPTConfig
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .output import ModelOutput
-from .rnn import RNN_PRESETS, RNNClassifier, RNNSeq2Seq, RNNSeq2SeqConfig
+from .rnn import (RNN_CLASSIFIER_PRESETS, RNN_PRESETS, RNNClassifier, RNNClassifierConfig,
+                  RNNSeq2Seq, RNNSeq2SeqConfig)
 
 __all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
-           "T5", "T5Config", "RNNClassifier", "RNNSeq2Seq", "RNNSeq2SeqConfig"]
+           "T5", "T5Config", "RNNClassifier", "RNNClassifierConfig", "RNNSeq2Seq",
+           "RNNSeq2SeqConfig"]
 
 # name -> (model class, config)
 PRESETS: dict[str, tuple[type, object]] = {}
@@ -36,9 +38,13 @@ def register(presets: dict, cls: type) -> None:
 
 register(GPT_PRESETS, GPT)
 register(BERT_PRESETS, Bert)
+# every BERT preset also comes with each head: "bert-tiny-mlm", "bert-base-classifier", ...
+register({f"{k}-mlm": c for k, c in BERT_PRESETS.items()}, BertForMaskedLM)
+register({f"{k}-classifier": c for k, c in BERT_PRESETS.items()}, BertForClassification)
 register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
 register(RNN_PRESETS, RNNSeq2Seq)
+register(RNN_CLASSIFIER_PRESETS, RNNClassifier)
 
 
 def build(name: str, device=None, **overrides):

@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..layers import ACTIVATIONS, Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
-from .output import ModelOutput, cross_entropy
+from .output import ModelOutput, check_token_ids, cross_entropy
 
 __all__ = ["BertConfig", "Bert", "BertForMaskedLM", "BertForClassification", "BERT_PRESETS",
            "mean_pool"]
@@ -37,6 +37,7 @@ class BertConfig:
     n_layers: int = 12
     d_ff: int = 3072
     n_segments: int = 2  # sentence A / sentence B
+    n_classes: int = 2  # outputs of BertForClassification (unused by the other two)
     dropout: float = 0.1
     activation: str = "gelu"  # exact GELU
     eps: float = 1e-12
@@ -103,15 +104,17 @@ class Bert(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids=None, attention_mask=None,
                 return_weights: bool = False) -> ModelOutput:
-        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"input_ids must be integer token ids of shape (B, T), got "
-                             f"{tuple(input_ids.shape)} {input_ids.dtype}")
+        c = self.config
+        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
         B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        elif token_type_ids.shape != input_ids.shape:
+        elif getattr(token_type_ids, "shape", None) != input_ids.shape:
             raise ValueError(f"token_type_ids must have the shape of input_ids "
-                             f"{tuple(input_ids.shape)}, got {tuple(token_type_ids.shape)}")
+                             f"{tuple(input_ids.shape)}, got "
+                             f"{tuple(getattr(token_type_ids, 'shape', ()))}")
+        else:
+            check_token_ids(token_type_ids, c.n_segments, None, "token_type_ids")
         mask = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T)
         x = self.tok_emb(input_ids) + self.seg_emb(token_type_ids)  # (B, T, C)
         x = self.drop(self.emb_norm(self.pos_emb(x)))
@@ -172,7 +175,7 @@ class BertForMaskedLM(nn.Module):
 
 
 class BertForClassification(nn.Module):
-    """BERT, the pooled [CLS] vector, dropout and a linear layer to ``n_classes`` logits.
+    """BERT, the pooled [CLS] vector, dropout and a linear layer to ``config.n_classes`` logits.
 
     forward(input_ids, token_type_ids=None, attention_mask=None, targets=None,
             return_weights=False):
@@ -180,12 +183,12 @@ class BertForClassification(nn.Module):
         Returns a ModelOutput: logits (B, n_classes), loss (with targets), weights (as ``Bert``).
     """
 
-    def __init__(self, config: BertConfig, n_classes: int):
+    def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
         self.bert = Bert(config, pooler=True)
         self.drop = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.d_model, n_classes)
+        self.classifier = nn.Linear(config.d_model, config.n_classes)
         self.init_weights()
 
     def init_weights(self) -> None:

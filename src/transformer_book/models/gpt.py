@@ -16,7 +16,7 @@ from ..attention import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
-from .output import ModelOutput, cross_entropy
+from .output import ModelOutput, check_token_ids, cross_entropy
 
 __all__ = ["GPTConfig", "GPT", "GPT_PRESETS"]
 
@@ -111,11 +111,9 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 attention_mask=None, cache: Cache | None = None,
                 return_weights: bool = False) -> ModelOutput:
-        if idx.dim() != 2 or idx.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"idx must be integer token ids of shape (B, T), got "
-                             f"{tuple(idx.shape)} {idx.dtype}")
-        B, T = idx.shape
         offset = cache.seq_len if cache is not None else 0
+        check_token_ids(idx, self.config.vocab_size, self.config.max_len, "idx", offset)
+        B, T = idx.shape
         mask = as_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, T_k)
         x = self.drop(self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T, C)
         weights = {"self": [], "cross": []}

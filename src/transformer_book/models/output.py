@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelOutput", "cross_entropy", "IGNORE_INDEX"]
+__all__ = ["ModelOutput", "cross_entropy", "check_token_ids", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
 
@@ -39,6 +39,44 @@ class ModelOutput:
     hidden: torch.Tensor | None = None
 
 
+def check_token_ids(ids, vocab_size: int, max_len: int | None = None, name: str = "idx",
+                    offset: int = 0) -> None:
+    """The one check of token ids that every model runs before its embedding.
+
+    ``ids`` must be an int64 or int32 tensor of shape (B, T) with B, T >= 1, every id in
+    [0, vocab_size), and ``offset + T <= max_len`` (``offset``: positions already in a cache).
+    The range test is one reduction and one host sync, on any device, so that an id out of
+    range raises a ValueError naming the id, its position and the vocabulary size instead
+    of an IndexError (CPU) or a device-side assert (CUDA). Skipped under torch.compile.
+
+    Raises:
+        TypeError for a non-tensor or a non-integer dtype, ValueError for the rest.
+    """
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, shape (B, T), "
+                        f"got {type(ids).__name__}")
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids (torch.int64 or torch.int32), "
+                        f"got {ids.dtype}")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, T), got {tuple(ids.shape)}")
+    B, T = ids.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"{name} must hold at least one sequence of at least one token, "
+                         f"got shape {tuple(ids.shape)} (an empty batch)")
+    if max_len is not None and offset + T > max_len:
+        where = f" after {offset} cached positions" if offset else ""
+        raise ValueError(f"{name} has length {T}{where}, more than max_len={max_len} "
+                         f"positions the model has")
+    if torch.compiler.is_compiling():
+        return
+    bad = (ids < 0) | (ids >= vocab_size)  # (B, T)
+    if bool(bad.any()):  # the one host sync
+        b, t = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name}[{b}, {t}] = {int(ids[b, t])} is not a token id: ids must lie "
+                         f"in [0, vocab_size={vocab_size})")
+
+
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, name: str = "targets"):
     """Mean cross-entropy of ``logits`` (..., V) against ``targets`` (...), -100 ignored,
     computed in float32 (safe under bf16 autocast)."""
@@ -52,6 +90,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, name: str = "targ
         raise TypeError(f"{name} must be integer class ids (int64 or int32), got {targets.dtype}")
     V = logits.shape[-1]
     t = targets.reshape(-1).long()  # (N,)
+    bad = (t != IGNORE_INDEX) & ((t < 0) | (t >= V))  # (N,)
+    if not torch.compiler.is_compiling() and bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} holds {int(t[i])} at flat position {i}: targets must lie in "
+                         f"[0, {V}) or be -100 (ignored)")
     total = F.cross_entropy(logits.reshape(-1, V).float(), t, ignore_index=IGNORE_INDEX,
                             reduction="sum")
     # divide on the device (no host sync); no target at all gives 0, not NaN

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..masks import as_padding_mask, padding_mask
-from .output import ModelOutput, cross_entropy
+from .output import ModelOutput, check_token_ids, cross_entropy
 
-__all__ = ["RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig", "RNNSeq2Seq",
-           "RNN_PRESETS"]
+__all__ = ["RNNClassifierConfig", "RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig",
+           "RNNSeq2Seq", "RNN_PRESETS", "RNN_CLASSIFIER_PRESETS"]
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -46,21 +46,23 @@ def _make_rnn(cell: str, d_in: int, d_hidden: int, n_layers: int, dropout: float
 
 
 def _check_tokens(name: str, idx, vocab_size: int) -> None:
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
-        got = f"{tuple(idx.shape)} {idx.dtype}" if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(f"{name} must be a LongTensor of shape (B, T), got {got}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
-        raise ValueError(f"{name} ids must lie in [0, {vocab_size}), got "
-                         f"[{int(idx.min())}, {int(idx.max())}]")
+    check_token_ids(idx, vocab_size, None, name)  # recurrent: no maximum length
+
+
+@dataclass(frozen=True)
+class RNNClassifierConfig:
+    vocab_size: int = 16  # set by the chapter's task
+    n_classes: int = 4
+    d_model: int = 32  # embedding width
+    d_hidden: int = 64  # state width H
+    cell: str = "rnn"  # "rnn" (Elman, tanh), "lstm" or "gru"
+    n_layers: int = 1
 
 
 class RNNClassifier(nn.Module):
     """Embed, run a recurrent network, classify from the hidden state after the last token.
 
-    Args:
-        vocab_size, n_classes: sizes of the input vocabulary and of the output.
-        d_model: embedding width; d_hidden: state width H.
-        cell: "rnn" (Elman, tanh), "lstm" or "gru".
+    Built from an ``RNNClassifierConfig`` (or ``build("rnn-classifier", cell="lstm", ...)``).
 
     forward(idx, targets=None, attention_mask=None, return_weights=False):
         idx (B, T); targets (B,) class ids (-100 = ignore); attention_mask (B, T) bool or 0/1
@@ -70,13 +72,13 @@ class RNNClassifier(nn.Module):
     input position can be measured. See chapter 1.
     """
 
-    def __init__(self, vocab_size: int, n_classes: int, d_model: int = 32, d_hidden: int = 64,
-                 cell: str = "rnn", n_layers: int = 1):
+    def __init__(self, config: RNNClassifierConfig):
         super().__init__()
-        self.vocab_size, self.cell = vocab_size, cell
-        self.emb = nn.Embedding(vocab_size, d_model)
-        self.rnn = _make_rnn(cell, d_model, d_hidden, n_layers)
-        self.head = nn.Linear(d_hidden, n_classes)
+        self.config = c = config
+        self.vocab_size, self.cell = c.vocab_size, c.cell
+        self.emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.rnn = _make_rnn(c.cell, c.d_model, c.d_hidden, c.n_layers)
+        self.head = nn.Linear(c.d_hidden, c.n_classes)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -147,6 +149,8 @@ RNN_PRESETS = {
     "rnn-seq2seq-tiny": RNNSeq2SeqConfig(),
     "rnn-seq2seq-small-gpu": RNNSeq2SeqConfig(d_model=256, d_hidden=512, n_layers=2, dropout=0.1),
 }
+# chapter 1's sequence classifiers (cell="rnn", "lstm" or "gru" as an override)
+RNN_CLASSIFIER_PRESETS = {"rnn-classifier": RNNClassifierConfig()}
 
 
 class RNNSeq2Seq(nn.Module):

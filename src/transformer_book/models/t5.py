@@ -22,20 +22,24 @@ from ..attention import Cache
 from ..layers import Block, RMSNorm
 from ..masks import as_padding_mask, padding_mask
 from ..positional import RelativePositionBias
-from .output import ModelOutput, cross_entropy
+from .output import ModelOutput, check_token_ids, cross_entropy
 
 __all__ = ["T5Config", "T5", "T5_PRESETS"]
 
 
 @dataclass(frozen=True)
 class T5Config:
+    """T5's sizes. There is no ``max_len``: positions enter only as relative-distance buckets
+    (no table indexed by absolute position), so any length runs; distances beyond
+    ``max_distance`` share the last bucket. Inputs are still checked (ids, shape, empty)."""
+
     vocab_size: int = 32128
     d_model: int = 512
     n_heads: int = 8
     d_head: int = 64  # not always d_model // n_heads in T5
     d_ff: int = 2048
     n_layers: int = 6  # encoder
-    n_decoder_layers: int | None = None  # default: n_layers
+    n_decoder_layers: int | None = None  # None: as many as the encoder (n_layers)
     num_buckets: int = 32
     max_distance: int = 128
     dropout: float = 0.1
@@ -44,10 +48,6 @@ class T5Config:
     eps: float = 1e-6
     pad_id: int = 0
     decoder_start_id: int = 0  # T5 starts decoding from the pad token
-
-    @property
-    def n_dec_layers(self) -> int:
-        return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
 
 
 T5_PRESETS = {
@@ -62,12 +62,16 @@ T5_PRESETS = {
 }
 
 
+def _decoder_depth(c: T5Config) -> int:
+    return c.n_layers if c.n_decoder_layers is None else c.n_decoder_layers
+
+
 class T5Stack(nn.Module):
     """The encoder (bidirectional) or the decoder (causal, with cross-attention) of T5."""
 
     def __init__(self, c: T5Config, decoder: bool):
         super().__init__()
-        n = c.n_dec_layers if decoder else c.n_layers
+        n = _decoder_depth(c) if decoder else c.n_layers
         self.blocks = nn.ModuleList(
             Block(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, norm_first=True,
                   cross_attention=decoder, causal=decoder, activation=c.activation,
@@ -154,12 +158,12 @@ class T5(nn.Module):
                 nn.init.ones_(m.weight)
 
     def make_cache(self) -> Cache:
-        return Cache(self.config.n_dec_layers, cross=True)
+        return Cache(_decoder_depth(self.config), cross=True)
 
     def _check_ids(self, name: str, ids: torch.Tensor) -> None:
-        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"{name} must be integer token ids of shape (B, T), got "
-                             f"{tuple(ids.shape)} {ids.dtype}")
+        # no max_len: T5's positions are relative buckets, not a table indexed by position,
+        # so any length runs (distances beyond max_distance share the last bucket)
+        check_token_ids(ids, self.config.vocab_size, None, name)
 
     def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
         """The source mask that forward, encode and decoding all use: ``src_mask`` in any
@@ -180,8 +184,11 @@ class T5(nn.Module):
         """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits
         (B, T, V). Pass ``source_mask(src)`` as ``src_mask`` when the source is padded."""
         self._check_ids("tgt", tgt)
-        if memory.dim() != 3 or memory.shape[0] != tgt.shape[0]:
-            raise ValueError(f"memory must be (B={tgt.shape[0]}, S, C), got {tuple(memory.shape)}")
+        if (not isinstance(memory, torch.Tensor) or memory.dim() != 3
+                or memory.shape[0] != tgt.shape[0] or memory.shape[-1] != self.config.d_model):
+            raise ValueError(f"memory must have shape (B={tgt.shape[0]}, S, "
+                             f"{self.config.d_model}), got "
+                             f"{tuple(getattr(memory, 'shape', ())) or type(memory).__name__}")
         B, S, _ = memory.shape
         src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
         h = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask, cache=cache,

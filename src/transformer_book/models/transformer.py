@@ -25,7 +25,7 @@ from ..attention import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask, padding_mask
 from ..positional import SinusoidalPositionalEncoding
-from .output import ModelOutput, cross_entropy
+from .output import ModelOutput, check_token_ids, cross_entropy
 
 __all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]
 
@@ -107,10 +107,8 @@ class Transformer(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.embed.weight, mean=0.0, std=self.config.d_model ** -0.5)
 
-    def _embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"token ids must be an integer tensor of shape (B, T), got "
-                             f"{tuple(ids.shape)} {ids.dtype}")
+    def _embed(self, ids: torch.Tensor, offset: int = 0, name: str = "src") -> torch.Tensor:
+        check_token_ids(ids, self.config.vocab_size, self.config.max_len, name, offset)
         x = self.embed(ids) * math.sqrt(self.config.d_model)  # (B, T, C)
         return self.drop(self.pos(x, offset=offset))
 
@@ -151,13 +149,15 @@ class Transformer(nn.Module):
         ``source_mask(src)`` whenever the source is padded, or padding will be attended to
         (``decoding`` does this for you).
         """
-        B, S, C = memory.shape
-        if C != self.config.d_model or tgt.dim() != 2 or tgt.shape[0] != B:
-            raise ValueError(f"expected tgt (B, T) and memory (B, S, {self.config.d_model}) with the "
-                             f"same B, got tgt {tuple(tgt.shape)}, memory {tuple(memory.shape)}")
-        src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
         offset = cache.seq_len if cache is not None else 0
-        x = self._embed(tgt, offset=offset)  # (B, T, C)
+        x = self._embed(tgt, offset=offset, name="tgt")  # (B, T, C); checks the ids
+        if (not isinstance(memory, torch.Tensor) or memory.dim() != 3
+                or memory.shape[-1] != self.config.d_model or memory.shape[0] != tgt.shape[0]):
+            raise ValueError(f"memory must have shape (B={tgt.shape[0]}, S, "
+                             f"{self.config.d_model}), got "
+                             f"{tuple(getattr(memory, 'shape', ())) or type(memory).__name__}")
+        B, S, C = memory.shape
+        src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
         weights = {"self": [], "cross": []}
         for i, block in enumerate(self.decoder):
             x = block(x, mask=tgt_mask, memory=memory, memory_mask=src_mask,
