@@ -14,6 +14,7 @@ from .gpt import GPT, GPT_PRESETS, GPTConfig
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .rnn import RNN_PRESETS, RNNSeq2Seq, RNNSeq2SeqConfig
+from .rnn import ATTENTION_RNN_PRESETS, AttentionRNNSeq2Seq
 
 __all__ = ["build", "register", "PRESETS", "GPT", "GPTConfig", "Transformer", "TransformerConfig",
            "BERT", "BertConfig", "BertForMaskedLM", "BertForClassification", "T5", "T5Config"]
@@ -35,6 +36,7 @@ register(BERT_PRESETS, BERT)
 register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
 register(RNN_PRESETS, RNNSeq2Seq)
+register(ATTENTION_RNN_PRESETS, AttentionRNNSeq2Seq)
 
 
 def build(name: str, device=None, **overrides):
