@@ -167,3 +167,132 @@ def test_tiny_copy_task_overfits_and_greedy_decodes_it():
     for i in range(32):
         L = int((src[i] != PAD).sum())
         assert out[i, 1:L + 2].tolist() == tgt[i, 1:L + 2].tolist()
+
+
+# ----------------------------------------------------------------------------- with attention
+
+def attention_model(**kw):
+    from transformer_book.models.rnn import AttentionRNNConfig, AttentionRNNSeq2Seq
+    torch.manual_seed(0)
+    cfg = AttentionRNNConfig(src_vocab_size=11, tgt_vocab_size=13, d_model=8, d_hidden=16,
+                             d_attn=12, pad_id=PAD, **kw)
+    return AttentionRNNSeq2Seq(cfg).eval()
+
+
+def test_attention_rnn_shapes_and_weights():
+    model = attention_model()
+    src = torch.randint(3, 11, (3, 7))
+    src[0, 4:] = PAD  # a shorter first row
+    tgt = torch.randint(3, 13, (3, 5))
+    mask = (src != PAD)[:, None, None, :]  # (B, 1, 1, S)
+    memory = model.encode(src, mask)
+    assert memory.shape == (3, 7, 32)  # both directions
+    assert memory[0, 4:].abs().max() == 0  # nothing at padding
+    out = model.decode(tgt, memory, mask, return_weights=True)
+    logits, (w,) = out.logits, out.weights["cross"]
+    assert out.weights["self"] == [] and w.shape == (3, 1, 5, 7)  # one layer, one head
+    w = w[:, 0]
+    assert logits.shape == (3, 5, 13)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 5))
+    assert w[0, :, 4:].abs().max() == 0  # padding gets no weight
+    torch.testing.assert_close(model(src, tgt).logits, logits)
+    # the contract: targets give the loss, and asking for the weights keeps it
+    y = torch.randint(3, 13, (3, 5))
+    y[0, -1] = -100
+    both = model(src, tgt, targets=y, return_weights=True)
+    torch.testing.assert_close(both.loss, model(src, tgt, targets=y).loss)
+    keep = y != -100
+    torch.testing.assert_close(both.loss, F.cross_entropy(logits[keep], y[keep]))
+    # a (B, T) 0/1 mask reads the same as the broadcast bool form
+    torch.testing.assert_close(model(src, tgt, src_mask=mask[:, 0, 0].long()).logits, logits)
+
+
+def test_attention_rnn_padding_does_not_change_the_translation():
+    model = attention_model()
+    g = torch.Generator().manual_seed(0)
+    short = torch.randint(3, 11, (1, 4), generator=g)
+    other = torch.randint(3, 11, (1, 9), generator=g)
+    batch = torch.cat([torch.cat([short, torch.full((1, 5), PAD)], dim=1), other])  # (2, 9)
+    tgt = torch.randint(3, 13, (2, 6), generator=g)
+    both = model(batch, tgt).logits
+    torch.testing.assert_close(both[:1], model(short, tgt[:1]).logits)
+    torch.testing.assert_close(both[1:], model(other, tgt[1:]).logits)
+
+
+def test_attention_rnn_cache_gives_the_same_logits_one_token_at_a_time():
+    model = attention_model()
+    src = torch.randint(3, 11, (2, 6))
+    tgt = torch.randint(3, 13, (2, 5))
+    memory = model.encode(src)
+    full = model.decode(tgt, memory).logits
+    cache = model.make_cache()
+    steps = [model.decode(tgt[:, t:t + 1], memory, cache=cache).logits for t in range(5)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+    assert cache.seq_len == 5
+    # the state follows the rows that beam search keeps
+    cache.reorder(torch.tensor([1, 1]))
+    assert torch.equal(cache.state[0], cache.state[1])
+
+
+def test_attention_rnn_rejects_bad_input():
+    model = attention_model()
+    src = torch.randint(3, 11, (2, 5))
+    memory = model.encode(src)
+    tgt = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="memory must have shape"):
+        model.decode(tgt, memory[..., :16])
+    with pytest.raises(ValueError, match="src_mask must have shape"):
+        model.decode(tgt, memory, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="src_mask of shape"):
+        model.encode(src, torch.ones(2, 1, 1, 5))
+    with pytest.raises(ValueError, match="at least one real"):
+        model.encode(torch.tensor([[PAD, PAD], [3, 4]]))
+    with pytest.raises(ValueError, match="ids must lie in"):
+        model.decode(torch.full((2, 1), 13), memory)
+
+
+def test_attention_rnn_presets_build():
+    from transformer_book.models.rnn import AttentionRNNSeq2Seq
+
+    model = build("rnn-attention-tiny", src_vocab_size=20, tgt_vocab_size=30)
+    assert isinstance(model, AttentionRNNSeq2Seq) and model.lm_head.out_features == 30
+    c = model.config
+    E, H, A, V = c.d_model, c.d_hidden, c.d_attn, 30
+    gru = lambda d_in: 3 * H * (d_in + H) + 2 * 3 * H  # noqa: E731  (GRU: three gates)
+    expected = (20 * E + V * E + 2 * gru(E) + (H * H + H) + H * A + (2 * H * A + A) + A
+                + gru(E + 2 * H) + ((3 * H + E) * H + H) + (H * V + V))
+    assert count_params(model) == expected
+
+
+def test_attention_rnn_learns_to_reverse_and_decodes_with_and_without_cache():
+    from transformer_book.decoding import beam_search, greedy
+    from transformer_book.models.rnn import AttentionRNNConfig, AttentionRNNSeq2Seq
+
+    torch.manual_seed(0)
+    model = AttentionRNNSeq2Seq(AttentionRNNConfig(src_vocab_size=11, tgt_vocab_size=11,
+                                                   d_model=32, d_hidden=48, d_attn=32))
+    g = torch.Generator().manual_seed(0)
+    src, tgt = copy_data(64, g)
+    for i in range(64):  # reverse the source: the first output word is the last input word
+        L = int((src[i] != PAD).sum())
+        tgt[i, 1:L + 1] = src[i, :L].flip(0)
+    labels = tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD, -100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = model(src, tgt[:, :-1], targets=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    bos = torch.full((64, 1), BOS)
+    mask = (src != PAD)[:, None, None, :]
+    out = greedy(model, bos, max_new_tokens=7, eos_id=EOS, src=src, src_mask=mask)
+    slow = greedy(model, bos, max_new_tokens=7, eos_id=EOS, src=src, src_mask=mask,
+                  use_cache=False)
+    assert torch.equal(out, slow)
+    beam = beam_search(model, bos, max_new_tokens=7, beam_size=3, eos_id=EOS, src=src,
+                       src_mask=mask)
+    for hyps in (out, beam):
+        right = sum(hyps[i, 1:int((src[i] != PAD).sum()) + 2].tolist()
+                    == tgt[i, 1:int((src[i] != PAD).sum()) + 2].tolist() for i in range(64))
+        assert right >= 60

@@ -16,13 +16,14 @@ from .gpt import GPT, GPT_PRESETS, GPTConfig
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .output import ModelOutput
-from .rnn import (RNN_CLASSIFIER_PRESETS, RNN_PRESETS, RNNClassifier, RNNClassifierConfig,
+from .rnn import (ATTENTION_RNN_PRESETS, RNN_CLASSIFIER_PRESETS, RNN_PRESETS,
+                  AttentionRNNConfig, AttentionRNNSeq2Seq, RNNClassifier, RNNClassifierConfig,
                   RNNSeq2Seq, RNNSeq2SeqConfig)
 
 __all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
            "T5", "T5Config", "RNNClassifier", "RNNClassifierConfig", "RNNSeq2Seq",
-           "RNNSeq2SeqConfig"]
+           "RNNSeq2SeqConfig", "AttentionRNNSeq2Seq", "AttentionRNNConfig"]
 
 # name -> (model class, config)
 PRESETS: dict[str, tuple[type, object]] = {}
@@ -45,6 +46,7 @@ register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
 register(RNN_PRESETS, RNNSeq2Seq)
 register(RNN_CLASSIFIER_PRESETS, RNNClassifier)
+register(ATTENTION_RNN_PRESETS, AttentionRNNSeq2Seq)
 
 
 def build(name: str, device=None, **overrides):

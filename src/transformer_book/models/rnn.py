@@ -18,6 +18,9 @@ Both models return a ``ModelOutput`` like every model of the book; they have no 
 ``return_weights=True`` gives {"self": [], "cross": []}.
 
 It has no ``make_cache``: each decoding step reruns the decoder over the whole prefix.
+
+``AttentionRNNSeq2Seq`` adds Bahdanau et al.'s (2015) additive attention: the historical step
+between the two (chapter 6 trains all three on the same task).
 """
 from __future__ import annotations
 
@@ -26,13 +29,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..masks import as_padding_mask, padding_mask
 from .output import ModelOutput, check_token_ids, cross_entropy
 
 __all__ = ["RNNClassifierConfig", "RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig",
-           "RNNSeq2Seq", "RNN_PRESETS", "RNN_CLASSIFIER_PRESETS"]
+           "RNNSeq2Seq", "RNN_PRESETS", "RNN_CLASSIFIER_PRESETS", "AttentionRNNConfig",
+           "AttentionRNNSeq2Seq", "ATTENTION_RNN_PRESETS", "DecoderState"]
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -239,6 +243,176 @@ class RNNSeq2Seq(nn.Module):
                 return_weights: bool = False) -> ModelOutput:
         """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T)."""
         out = self.decode(tgt_in, self.encode(src, src_mask), return_weights=return_weights)
+        if targets is not None:
+            out.loss = cross_entropy(out.logits, targets)
+        return out
+
+
+# ----------------------------------------------------------------------------- with attention
+
+@dataclass(frozen=True)
+class AttentionRNNConfig:
+    src_vocab_size: int = 64
+    tgt_vocab_size: int = 64
+    d_model: int = 64  # embedding width
+    d_hidden: int = 128  # H: each encoder direction and the decoder state
+    d_attn: int = 128  # width of the additive attention's hidden layer
+    dropout: float = 0.0
+    pad_id: int = 0
+
+
+ATTENTION_RNN_PRESETS = {
+    # small presets; the vocabulary sizes are set by the chapter's task
+    "rnn-attention-tiny": AttentionRNNConfig(),
+    "rnn-attention-small-gpu": AttentionRNNConfig(d_model=256, d_hidden=512, d_attn=512,
+                                                  dropout=0.1),
+}
+
+
+class DecoderState:
+    """The decoder's recurrent state, kept between decoding steps (the RNN's "cache").
+
+    ``decoding.greedy`` / ``beam_search`` feed one new token per step and call ``reorder``
+    when beam search picks which hypotheses survive.
+    """
+
+    def __init__(self):
+        self.state: torch.Tensor | None = None  # (B, H)
+        self.seq_len = 0  # positions already processed
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.state is not None:
+            self.state = self.state.index_select(0, index)
+
+
+class AttentionRNNSeq2Seq(nn.Module):
+    """RNN encoder-decoder with additive attention (Bahdanau et al., 2015; "RNNsearch").
+
+    The encoder is a bidirectional GRU; its outputs h_j = [forward_j; backward_j] (B, S, 2H)
+    are the memory. At every target step i the decoder scores each source position with a
+    one-hidden-layer network of its previous state s_{i-1} and h_j,
+        e_ij = v . tanh(W s_{i-1} + U h_j),   alpha_i = softmax_j(e_ij)  (padding masked),
+    reads the context c_i = sum_j alpha_ij h_j, and updates s_i = GRU([E y_{i-1}; c_i], s_{i-1}).
+    The output is lm_head(tanh(W_o [s_i; c_i; E y_{i-1}])): one tanh layer where the paper has
+    a maxout layer. s_0 = tanh(W_s backward_1), as in the paper. See chapter 6.
+
+    Protocol (as RNNSeq2Seq, plus a state cache so decoding costs one step per token):
+        source_mask(src, src_mask=None) -> bool (B, 1, 1, S), True at real tokens
+        encode(src, src_mask=None)  -> memory (B, S, 2H)
+        decode(tgt, memory, src_mask=None, cache=None, return_weights=False) -> ModelOutput
+        make_cache() -> DecoderState
+        forward(src, tgt_in, src_mask=None, targets=None, return_weights=False) -> ModelOutput
+    With ``return_weights`` the additive attention comes back as the one "cross" layer,
+    (B, 1, T, S) (one head), like every model of the book.
+    """
+
+    def __init__(self, config: AttentionRNNConfig):
+        super().__init__()
+        self.config = c = config
+        H = c.d_hidden
+        self.src_emb = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.tgt_emb = nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.encoder = nn.GRU(c.d_model, H, batch_first=True, bidirectional=True)
+        self.init_state = nn.Linear(H, H)  # W_s
+        self.attn_query = nn.Linear(H, c.d_attn, bias=False)  # W
+        self.attn_key = nn.Linear(2 * H, c.d_attn)  # U (its bias is the layer's bias)
+        self.attn_score = nn.Linear(c.d_attn, 1, bias=False)  # v
+        self.cell = nn.GRUCell(c.d_model + 2 * H, H)
+        self.out = nn.Linear(H + 2 * H + c.d_model, H)  # W_o
+        self.lm_head = nn.Linear(H, c.tgt_vocab_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Every parameter U(-0.08, 0.08), as RNNSeq2Seq; padding rows of the embeddings zero."""
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.08, 0.08)
+        with torch.no_grad():
+            self.src_emb.weight[self.config.pad_id].zero_()
+            self.tgt_emb.weight[self.config.pad_id].zero_()
+
+    def make_cache(self) -> DecoderState:
+        return DecoderState()
+
+    def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """``src_mask`` in any accepted form as bool (B, 1, 1, S), or when None, True at
+        ``src != pad_id`` (the protocol every encoder-decoder of the book shares)."""
+        if src_mask is not None:
+            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
+        return padding_mask(src, self.config.pad_id)
+
+    def _keep(self, src: torch.Tensor, src_mask) -> torch.Tensor:
+        """(B, S) bool, True at real source tokens, from src_mask or from pad_id."""
+        B, S = src.shape
+        keep = self.source_mask(src, src_mask).reshape(B, S)  # (B, S)
+        if bool((keep.sum(1) == 0).any()):
+            raise ValueError("every source sequence needs at least one real (non-pad) token")
+        return keep
+
+    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
+        """src (B, S) right-padded -> annotations (B, S, 2H); zero at padding.
+
+        Packing makes each direction start and stop at the row's own length, so position 0's
+        backward half is the backward GRU's summary of the whole sentence."""
+        _check_tokens("src", src, self.config.src_vocab_size)
+        keep = self._keep(src, src_mask)
+        x = self.drop(self.src_emb(src))  # (B, S, E)
+        packed = pack_padded_sequence(x, keep.sum(1).cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.encoder(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        return out  # (B, S, 2H)
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None,
+               cache: DecoderState | None = None, return_weights: bool = False):
+        """tgt (B, T) decoder inputs (BOS first) -> logits (B, T, V).
+
+        ``src_mask`` (B, 1, 1, S), True at real tokens: pass the one ``encode`` used whenever
+        the source is padded (None attends to every position). With a ``cache``, ``tgt`` holds
+        only the new positions and the state carries on from the previous call.
+        Returns a ModelOutput: logits (B, T, V); with ``return_weights`` the attention
+        weights as {"self": [], "cross": [(B, 1, T, S)]}."""
+        c = self.config
+        H = c.d_hidden
+        _check_tokens("tgt", tgt, c.tgt_vocab_size)
+        B, T = tgt.shape
+        if memory.dim() != 3 or memory.shape[0] != B or memory.shape[2] != 2 * H:
+            raise ValueError(f"memory must have shape ({B}, S, {2 * H}) (the output of encode), "
+                             f"got {tuple(memory.shape)}")
+        S = memory.shape[1]
+        if src_mask is None:
+            keep = torch.ones(B, S, dtype=torch.bool, device=memory.device)
+        else:
+            keep = as_padding_mask(src_mask, B, S, "src_mask").reshape(B, S)
+        if cache is not None and cache.state is not None:
+            s = cache.state  # (B, H)
+        else:
+            s = torch.tanh(self.init_state(memory[:, 0, H:]))  # (B, H): backward_1
+        keys = self.attn_key(memory)  # (B, S, A), computed once per call
+        y = self.drop(self.tgt_emb(tgt))  # (B, T, E)
+        fill = torch.finfo(keys.dtype).min
+        states, contexts, weights = [], [], []
+        for t in range(T):  # the recurrence: one target position after another
+            e = self.attn_score(torch.tanh(self.attn_query(s)[:, None] + keys))[..., 0]  # (B, S)
+            alpha = e.masked_fill(~keep, fill).softmax(-1)  # (B, S)
+            ctx = torch.bmm(alpha[:, None], memory)[:, 0]  # (B, 2H)
+            s = self.cell(torch.cat([y[:, t], ctx], dim=-1), s)  # (B, H)
+            states.append(s)
+            contexts.append(ctx)
+            weights.append(alpha)
+        if cache is not None:
+            cache.state, cache.seq_len = s, cache.seq_len + T
+        h = torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), y], dim=-1)  # (B, T, 3H+E)
+        out = self.drop(torch.tanh(self.out(h)))  # (B, T, H)
+        w = {"self": [], "cross": [torch.stack(weights, 1)[:, None]]} if return_weights else None
+        return ModelOutput(self.lm_head(out), weights=w, hidden=out)  # logits (B, T, V)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None, targets=None,
+                return_weights: bool = False) -> ModelOutput:
+        """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T);
+        the loss when ``targets`` (B, T) is given (-100 ignored)."""
+        src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
+        out = self.decode(tgt_in, self.encode(src, src_mask), src_mask,
+                          return_weights=return_weights)
         if targets is not None:
             out.loss = cross_entropy(out.logits, targets)
         return out
