@@ -12,13 +12,15 @@ import dataclasses
 import torch
 
 from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
-from .gpt import GPT, GPT_PRESETS, GPTConfig
+from .gpt import (GPT, GPT1_CLASSIFIER_PRESETS, GPT_PRESETS, GPT1Classifier,
+                  GPT1ClassifierConfig, GPTConfig, gpt1_classification_input)
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .output import ModelOutput
 from .rnn import RNN_PRESETS, RNNClassifier, RNNSeq2Seq, RNNSeq2SeqConfig
 
-__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "Transformer",
+__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "GPT1Classifier",
+           "GPT1ClassifierConfig", "gpt1_classification_input", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
            "T5", "T5Config", "RNNClassifier", "RNNSeq2Seq", "RNNSeq2SeqConfig"]
 
@@ -35,6 +37,7 @@ def register(presets: dict, cls: type) -> None:
 
 
 register(GPT_PRESETS, GPT)
+register(GPT1_CLASSIFIER_PRESETS, GPT1Classifier)
 register(BERT_PRESETS, Bert)
 register(T5_PRESETS, T5)
 register(TRANSFORMER_PRESETS, Transformer)
