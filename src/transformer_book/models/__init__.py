@@ -12,7 +12,8 @@ import dataclasses
 import torch
 
 from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
-from .gpt import GPT, GPT_PRESETS, GPTConfig
+from .gpt import (GPT, GPT1_CLASSIFIER_PRESETS, GPT_PRESETS, GPT1Classifier,
+                  GPT1ClassifierConfig, GPTConfig, gpt1_classification_input)
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .output import ModelOutput
@@ -20,7 +21,8 @@ from .rnn import (ATTENTION_RNN_PRESETS, RNN_CLASSIFIER_PRESETS, RNN_PRESETS,
                   AttentionRNNConfig, AttentionRNNSeq2Seq, RNNClassifier, RNNClassifierConfig,
                   RNNSeq2Seq, RNNSeq2SeqConfig)
 
-__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "Transformer",
+__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "GPT1Classifier",
+           "GPT1ClassifierConfig", "gpt1_classification_input", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
            "T5", "T5Config", "RNNClassifier", "RNNClassifierConfig", "RNNSeq2Seq",
            "RNNSeq2SeqConfig", "AttentionRNNSeq2Seq", "AttentionRNNConfig"]
@@ -38,6 +40,7 @@ def register(presets: dict, cls: type) -> None:
 
 
 register(GPT_PRESETS, GPT)
+register(GPT1_CLASSIFIER_PRESETS, GPT1Classifier)
 register(BERT_PRESETS, Bert)
 # every BERT preset also comes with each head: "bert-tiny-mlm", "bert-base-classifier", ...
 register({f"{k}-mlm": c for k, c in BERT_PRESETS.items()}, BertForMaskedLM)

@@ -128,3 +128,119 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None if targets is None else cross_entropy(logits, targets)
         return ModelOutput(logits, loss, weights if return_weights else None, hidden=x)
+
+
+# ----------------------------------------------------------------------------- GPT-1 fine-tuning
+
+@dataclass(frozen=True)
+class GPT1ClassifierConfig:
+    """A GPT (``gpt``) with GPT-1's classification head: ``n_classes`` scores read from the
+    final state of the last real token, and ``lm_weight`` times the LM loss added (0: off)."""
+    gpt: GPTConfig = GPT_PRESETS["gpt1-tiny"]
+    n_classes: int = 2
+    lm_weight: float = 0.5
+    dropout: float = 0.1
+
+
+def gpt1_classification_input(token_lists, start_id: int, extract_id: int, pad_id: int = 0):
+    """GPT-1's input transformation for classification: ``<start> tokens <extract>``.
+
+    Args:
+        token_lists: a list of B lists of token ids (lengths may differ).
+        start_id, extract_id: the two special tokens' ids; pad_id fills the right end.
+    Returns:
+        ids (B, T) long, with T = 2 + the longest list, and attention_mask (B, T) bool
+        (True = real token; padding only on the right, after the extract token).
+    """
+    if not isinstance(token_lists, (list, tuple)) or not all(
+            isinstance(t, (list, tuple)) for t in token_lists) or not token_lists:
+        raise TypeError(f"token_lists must be a non-empty list of lists of ids, got "
+                        f"{type(token_lists).__name__}")
+    rows = [[start_id, *map(int, t), extract_id] for t in token_lists]
+    T = max(map(len, rows))
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(len(rows), T, dtype=torch.bool)  # (B, T)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = True
+    return ids, mask
+
+
+class GPT1Classifier(nn.Module):
+    """GPT-1 fine-tuned for classification (Radford et al. 2018, section 3.2).
+
+    The input is ``<start> text <extract>`` (see ``gpt1_classification_input``); a linear
+    layer reads the transformer's final state at the extract token (the last real token), and
+    the loss is cross-entropy on the class plus ``lm_weight`` times the language-modelling loss
+    on the same input (the paper's auxiliary objective, lambda = 0.5).
+
+    forward(idx, targets=None, attention_mask=None, return_weights=False):
+        idx: (B, T) token ids; targets: (B,) class ids (-100 ignored);
+        attention_mask: (B, T) bool or 0/1, real tokens first (right padding).
+        Returns a ModelOutput: logits (B, n_classes), loss (with targets), weights, and
+        hidden (B, T, C), the GPT's final states.
+    Attributes:
+        last_lm_loss: the auxiliary LM loss of the last forward with targets (a tensor).
+    See chapter 8.
+    """
+
+    def __init__(self, config: GPT1ClassifierConfig | None = None, gpt: GPT | None = None):
+        super().__init__()
+        config = config or GPT1ClassifierConfig()
+        if gpt is not None:
+            if not isinstance(gpt, GPT):
+                raise TypeError(f"gpt must be a GPT, got {type(gpt).__name__}")
+            config = GPT1ClassifierConfig(gpt.config, config.n_classes, config.lm_weight,
+                                          config.dropout)
+        if config.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {config.n_classes}")
+        self.config = config
+        self.gpt = gpt if gpt is not None else GPT(config.gpt)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.gpt.d_model, config.n_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.last_lm_loss = None
+
+    @classmethod
+    def from_pretrained(cls, gpt: GPT, n_classes: int, lm_weight: float = 0.5,
+                        dropout: float = 0.1) -> "GPT1Classifier":
+        """Wrap a (pretrained) GPT; only the head is new. The GPT is used, not copied."""
+        return cls(GPT1ClassifierConfig(n_classes=n_classes, lm_weight=lm_weight,
+                                        dropout=dropout), gpt=gpt)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                attention_mask=None, return_weights: bool = False) -> ModelOutput:
+        B, T = idx.shape if idx.dim() == 2 else (None, None)
+        lm_targets = None
+        want_lm = targets is not None and self.config.lm_weight > 0
+        if want_lm:
+            lm_targets = torch.full_like(idx, -100)  # (B, T): position t predicts idx[t + 1]
+            lm_targets[:, :-1] = idx[:, 1:]
+            if attention_mask is not None:
+                real = as_padding_mask(attention_mask, B, T)[:, 0, 0]  # (B, T)
+                lm_targets[:, :-1].masked_fill_(~real[:, 1:], -100)
+        out = self.gpt(idx, targets=lm_targets, attention_mask=attention_mask,
+                       return_weights=return_weights)
+        if attention_mask is None:
+            last = torch.full((B,), T - 1, dtype=torch.long, device=idx.device)
+        else:
+            last = as_padding_mask(attention_mask, B, T)[:, 0, 0].long().sum(1) - 1  # (B,)
+            if bool((last < 0).any()):
+                raise ValueError("attention_mask has a row with no real token")
+        h = out.hidden[torch.arange(B, device=idx.device), last]  # (B, C)
+        logits = self.head(self.drop(h))  # (B, n_classes)
+        loss = None
+        if targets is not None:
+            loss = cross_entropy(logits, targets)
+            if want_lm:
+                self.last_lm_loss = out.loss.detach()
+                loss = loss + self.config.lm_weight * out.loss
+        return ModelOutput(logits, loss, out.weights, hidden=out.hidden)
+
+
+GPT1_CLASSIFIER_PRESETS = {
+    "gpt1-tiny-classifier": GPT1ClassifierConfig(),
+}
+__all__ += ["GPT1ClassifierConfig", "GPT1Classifier", "gpt1_classification_input",
+            "GPT1_CLASSIFIER_PRESETS"]
