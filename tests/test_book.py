@@ -80,3 +80,14 @@ def test_bibliography_codec_survives_the_corpus_dependencies():
     assert codecs.decode("Schr\\\"odinger", "ulatex") == "Schrödinger"
     with pytest.raises(LookupError):
         codecs.lookup("no-such-codec")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_has_the_same_section_headings(path):
+    """A reader finds the objectives, the summary and the exercises under the same headings in
+    every chapter, in that order."""
+    headings = [line.strip() for c in cells(path) if c["cell_type"] == "markdown"
+                for line in "".join(c["source"]).splitlines() if line.startswith("## ")]
+    wanted = ["## Learning objectives", "## Summary", "## Exercises"]
+    found = [h for h in headings if h in wanted]
+    assert found == wanted, f"{path.name}: expected the headings {wanted} in order, got {found}"
