@@ -334,12 +334,8 @@ class AttentionRNNSeq2Seq(nn.Module):
     def make_cache(self) -> DecoderState:
         return DecoderState()
 
-    def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
-        """``src_mask`` in any accepted form as bool (B, 1, 1, S), or when None, True at
-        ``src != pad_id`` (the protocol every encoder-decoder of the book shares)."""
-        if src_mask is not None:
-            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
-        return padding_mask(src, self.config.pad_id)
+    # the same source-mask protocol as RNNSeq2Seq (both configs carry pad_id)
+    source_mask = RNNSeq2Seq.source_mask
 
     def _keep(self, src: torch.Tensor, src_mask) -> torch.Tensor:
         """(B, S) bool, True at real source tokens, from src_mask or from pad_id."""
