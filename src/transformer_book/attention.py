@@ -248,9 +248,22 @@ class MultiHeadAttention(nn.Module):
         one larger matrix product runs faster than three small ones, and the parameters stay
         the three separate projections that the lessons read and write."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
-        w = torch.cat([p.weight for p in ps])  # (3 H D, C)
-        b = None if self.q_proj.bias is None else torch.cat([p.bias for p in ps])
+        tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            w, b = self._stack(tensors)  # a fresh stack, through which gradients flow
+        else:  # inference: stack once, restack only when a weight changed (or moved)
+            key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+            if getattr(self, "_stacked_key", None) != key:
+                with torch.no_grad():
+                    self._stacked = self._stack(tensors)
+                self._stacked_key = key
+            w, b = self._stacked
         return F.linear(x, w, b).split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+
+    @staticmethod
+    def _stack(tensors):
+        w = torch.cat(tensors[:3])  # (3 H D, C)
+        return w, (torch.cat(tensors[3:]) if len(tensors) > 3 else None)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
