@@ -66,6 +66,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
     check_mask(mask, *q.shape[:-2], T_q, T_k)
     if fused is None:
         fused = not return_weights
+    if is_causal and T_q == 1:
+        is_causal = False  # one query, aligned with the last key: it may see every key
     if is_causal and fused and mask is None and bias is None and T_q == T_k:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale,
                                               is_causal=True)
@@ -105,32 +107,60 @@ class KVCache:
 
     Self-attention appends the new tokens' keys and values at every decoding step;
     cross-attention stores the encoder's keys and values once and reuses them.
+    ``k`` and ``v`` are (B, H, T, D) views of buffers that grow by doubling and are written in
+    place, so that a step copies only its own keys and values, not the whole history
+    (appends that need gradients concatenate instead, as autograd cannot see through the
+    in-place writes).
     """
 
     def __init__(self):
-        self.k: torch.Tensor | None = None  # (B, H, T, D)
-        self.v: torch.Tensor | None = None  # (B, H, T, D)
+        self._k: torch.Tensor | None = None  # (B, H, capacity, D)
+        self._v: torch.Tensor | None = None
+        self._n = 0  # positions held
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, :self._n]  # (B, H, T, D)
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, :self._n]  # (B, H, T, D)
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        return self._n
 
     def reset(self) -> None:
         """Forget everything (start a new sequence, or a new source for cross-attention)."""
-        self.k = self.v = None
+        self._k = self._v = None
+        self._n = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=2)  # (B, H, T_old + T_new, D)
-            self.v = torch.cat([self.v, v], dim=2)
+        n, T = self._n, k.shape[2]
+        if self._k is None or k.requires_grad or v.requires_grad or self._k.requires_grad:
+            if self._k is None:
+                self._k, self._v = k, v
+            else:
+                self._k = torch.cat([self.k, k], dim=2)  # (B, H, T_old + T_new, D)
+                self._v = torch.cat([self.v, v], dim=2)
+            self._n = n + T
+            return self.k, self.v
+        if n + T > self._k.shape[2]:  # grow: double the capacity (amortised O(1) per token)
+            cap = max(2 * self._k.shape[2], n + T, 16)
+            for name in ("_k", "_v"):
+                old = getattr(self, name)
+                buf = old.new_empty(*old.shape[:2], cap, old.shape[3])  # (B, H, cap, D)
+                buf[:, :, :n] = old[:, :, :n]
+                setattr(self, name, buf)
+        self._k[:, :, n:n + T] = k
+        self._v[:, :, n:n + T] = v
+        self._n = n + T
         return self.k, self.v
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search picks which hypotheses survive)."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
 
 
 class Cache(list):
@@ -213,6 +243,28 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_kv_in, inner, bias=bias)
         self.out_proj = nn.Linear(inner, d_model, bias=bias)
 
+    def _qkv(self, x: torch.Tensor):
+        """q_proj(x), k_proj(x), v_proj(x) as one product with the three matrices stacked:
+        one larger matrix product runs faster than three small ones, and the parameters stay
+        the three separate projections that the lessons read and write."""
+        ps = (self.q_proj, self.k_proj, self.v_proj)
+        tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            w, b = self._stack(tensors)  # a fresh stack, through which gradients flow
+        else:  # inference: stack once, restack only when a weight changed (or moved)
+            key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+            if getattr(self, "_stacked_key", None) != key:
+                with torch.no_grad():
+                    self._stacked = self._stack(tensors)
+                self._stacked_key = key
+            w, b = self._stacked
+        return F.linear(x, w, b).split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+
+    @staticmethod
+    def _stack(tensors):
+        w = torch.cat(tensors[:3])  # (3 H D, C)
+        return w, (torch.cat(tensors[3:]) if len(tensors) > 3 else None)
+
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
         return t.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
@@ -227,26 +279,27 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
                              f"got {tuple(kv.shape)}")
 
-        q = self._split(self.q_proj(x))  # (B, H, T_q, D)
-        if kv is None:  # self-attention
-            k = self._split(self.k_proj(x))  # (B, H, T, D)
-            v = self._split(self.v_proj(x))
+        if kv is None:  # self-attention: one matrix product for q, k and v
+            q, k, v = (self._split(t) for t in self._qkv(x))  # (B, H, T, D) each
             if cache is not None:
                 if len(cache) and cache.k.shape[0] != B:
                     raise ValueError(f"this cache holds a batch of {cache.k.shape[0]}, x has "
                                      f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
-        elif cache is not None and len(cache):  # cross-attention, memory already projected
-            if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
-                raise ValueError(f"this cross-attention cache holds a source of batch "
-                                 f"{cache.k.shape[0]} and length {cache.k.shape[2]}, but kv is "
-                                 f"{tuple(kv.shape)}: call cache.reset() before a new source")
-            k, v = cache.k, cache.v
-        else:
-            k = self._split(self.k_proj(kv))  # (B, H, T_k, D)
-            v = self._split(self.v_proj(kv))
-            if cache is not None:
-                cache.append(k, v)
+        else:  # cross-attention
+            q = self._split(self.q_proj(x))  # (B, H, T_q, D)
+            if cache is not None and len(cache):  # the memory is already projected
+                if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
+                    raise ValueError(f"this cross-attention cache holds a source of batch "
+                                     f"{cache.k.shape[0]} and length {cache.k.shape[2]}, but "
+                                     f"kv is {tuple(kv.shape)}: call cache.reset() before a "
+                                     "new source")
+                k, v = cache.k, cache.v
+            else:
+                k = self._split(self.k_proj(kv))  # (B, H, T_k, D)
+                v = self._split(self.v_proj(kv))
+                if cache is not None:
+                    cache.append(k, v)
 
         T_k = k.shape[2]
         check_mask(mask, B, self.n_heads, T, T_k)
