@@ -17,6 +17,8 @@ REFERENCE = {
     "bert-large": 335_141_888,
     "t5-small": 60_506_624,
     "t5-base": 222_903_552,
+    "t5-v1_1-small": 76_961_152,  # the released v1.1 checkpoints (HF's count of the same
+    "t5-v1_1-base": 247_577_856,  # config): untied head, gated-GELU FFN
 }
 
 

@@ -53,6 +53,11 @@ class T5Config:
 T5_PRESETS = {
     "t5-small": T5Config(),
     "t5-base": T5Config(d_model=768, n_heads=12, d_ff=3072, n_layers=12),
+    # T5 v1.1 (the released checkpoints' configs): gated GELU, untied head, other shapes
+    "t5-v1_1-small": T5Config(d_model=512, n_heads=6, d_ff=1024, n_layers=8, dropout=0.0,
+                              activation="gated-gelu_tanh", tie_embeddings=False),
+    "t5-v1_1-base": T5Config(d_model=768, n_heads=12, d_ff=2048, n_layers=12, dropout=0.0,
+                             activation="gated-gelu_tanh", tie_embeddings=False),
     # small presets a chapter trains on a CPU (vocab set by the chapter's tokenizer)
     "t5-tiny": T5Config(vocab_size=256, d_model=128, n_heads=4, d_head=32, d_ff=512,
                         n_layers=3, dropout=0.0),
