@@ -329,7 +329,7 @@ def screenshot(tab: DevTools, name: str) -> None:
              "figure": "document.querySelector('.cell_output img')?.scrollIntoView()",
              "math": "document.querySelector('div.math')?.scrollIntoView()"}
     for spot, js in spots.items():
-        tab.evaluate(f"(() => {{ {js}; return true; }})()")
+        tab.evaluate(f"(() => {{ window.scrollTo(0, 0); {js}; return true; }})()")
         if spot != "top" and tab.evaluate("window.scrollY") == 0:
             continue  # the page has no such element
         data = tab.call("Page.captureScreenshot", format="png")["data"]
