@@ -124,6 +124,7 @@ class DevTools:
 def server():
     if not (HTML / "index.html").exists():
         pytest.fail("no built book: run `jupyter-book build -W -n --keep-going --all .` first")
+    shutil.rmtree(SHOTS, ignore_errors=True)  # screenshots of this run only
     handler = functools.partial(_QuietHandler, directory=str(HTML))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
