@@ -26,17 +26,39 @@ def repository_url() -> str:
 
 
 def first_cell_source() -> str:
-    return f'''# Set-up (the same in every chapter): install the book's package if it is missing
-# (Colab, a fresh kernel), then seed everything and pick the device (cuda, mps or cpu).
+    return f'''# Set-up (the same in every chapter): install the book's package, with everything the
+# chapters import, when it is missing (Colab, a fresh kernel); then seed and pick the device.
+# Colab keeps its own Python (3.11+ is needed) and CUDA build of torch (2.4+ is enough); a T4
+# has no bf16, so training there autocasts to fp16 with a gradient scaler (autocast_dtype).
 try:
     import transformer_book
 except ImportError:
-    import subprocess, sys
+    import importlib, subprocess, sys
+    url = "git+{repository_url()}.git"
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
-                           "git+{repository_url()}.git"])
+                           f"transformer_book[book] @ {{url}}"])
+    importlib.invalidate_caches()
     import transformer_book
 from transformer_book.utils import setup
 device = setup(seed=0)'''
+
+
+def refresh_first_cells(paths=None) -> list[Path]:
+    """Replace the first cell of every notebook in book/ (or of ``paths``) with the standard one;
+    returns the notebooks that changed. ``python -m tools.nb`` runs it."""
+    changed = []
+    for path in paths or sorted((ROOT / "book").glob("*.ipynb")):
+        path = Path(path)
+        nb = nbformat.read(path, as_version=4)
+        first = nb.cells[0]
+        if first.cell_type != "code" or "remove-cell" not in first.metadata.get("tags", []):
+            raise ValueError(f"{path.name}: the first cell is not the standard set-up cell")
+        if first.source != first_cell_source():
+            first.source = first_cell_source()
+            nbformat.validate(nb)
+            path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+            changed.append(path)
+    return changed
 
 
 def md(source: str, tags=()):
@@ -63,3 +85,8 @@ def write_notebook(path, cells) -> None:
     path = ROOT / path
     nbformat.validate(nb)
     path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    for changed in refresh_first_cells():
+        print("first cell refreshed:", changed.relative_to(ROOT))
