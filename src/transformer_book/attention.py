@@ -244,13 +244,16 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(inner, d_model, bias=bias)
 
     def _qkv(self, x: torch.Tensor):
-        """q_proj(x), k_proj(x), v_proj(x) as one product with the three matrices stacked:
-        one larger matrix product runs faster than three small ones, and the parameters stay
-        the three separate projections that the lessons read and write."""
+        """q_proj(x), k_proj(x), v_proj(x). In inference, one product with the three matrices
+        stacked (one larger matrix product runs faster than three small ones; the parameters
+        stay the three separate projections that the lessons read and write). In training,
+        three products: the stacked product's backward sums the gradient for x in another
+        order, which changes trainings' last digits and, over a chapter's steps, its results,
+        while it measured no faster here (benchmarks/README.md)."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            w, b = self._stack(tensors)  # a fresh stack, through which gradients flow
+            return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
         else:  # inference: stack once, restack only when a weight changed (or moved)
             key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
             if getattr(self, "_stacked_key", None) != key:
