@@ -82,6 +82,23 @@ def test_bibliography_codec_survives_the_corpus_dependencies():
         codecs.lookup("no-such-codec")
 
 
+def test_bibliography_parses_and_every_citation_has_an_entry():
+    """A broken entry in references.bib stops the whole book build; a {cite} of a missing key
+    fails it under -W. Both are caught here in a second rather than after the notebooks ran."""
+    from pybtex.database import parse_file
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    text = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    assert len(entries) == len(re.findall(r"^@\w+\{", text, flags=re.M))
+    sources = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "book").glob("*.ipynb"))]
+    sources += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "book").glob("*.md"))]
+    cited = {key.strip() for src in sources
+             for keys in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", src)
+             for key in keys.split(",")}
+    assert cited, "no citations found"
+    missing = sorted(cited - set(entries))
+    assert not missing, f"cited but not in references.bib: {missing}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_chapter_has_the_same_section_headings(path):
     """A reader finds the objectives, the summary and the exercises under the same headings in
