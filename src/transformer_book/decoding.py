@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .models.output import check_token_ids
+
 __all__ = ["greedy", "sample", "beam_search", "filter_logits"]
 
 
@@ -65,18 +67,8 @@ class _Stepper:
 
 
 def _check_prompt(prompt: torch.Tensor, max_new_tokens=0, src=None) -> None:
-    if not isinstance(prompt, torch.Tensor):
-        raise TypeError(f"prompt must be a torch.Tensor of token ids, shape (B, T), "
-                        f"got {type(prompt).__name__}")
-    if prompt.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"prompt must hold integer token ids (torch.int64 or torch.int32), "
-                        f"got {prompt.dtype}")
-    if prompt.dim() != 2:
-        raise ValueError(f"prompt must have shape (B, T), got {tuple(prompt.shape)}")
-    if prompt.shape[0] == 0:
-        raise ValueError(f"prompt is an empty batch: shape {tuple(prompt.shape)}")
-    if prompt.shape[1] == 0:
-        raise ValueError("prompt must hold at least one token (a BOS token for a decoder)")
+    # dtype, shape and emptiness here; the model checks the ids' range and max_len
+    check_token_ids(prompt, None, name="prompt")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
             or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")

@@ -39,7 +39,7 @@ class ModelOutput:
     hidden: torch.Tensor | None = None
 
 
-def check_token_ids(ids, vocab_size: int, max_len: int | None = None, name: str = "idx",
+def check_token_ids(ids, vocab_size: int | None, max_len: int | None = None, name: str = "idx",
                     offset: int = 0) -> None:
     """The one check of token ids that every model runs before its embedding.
 
@@ -47,7 +47,8 @@ def check_token_ids(ids, vocab_size: int, max_len: int | None = None, name: str 
     [0, vocab_size), and ``offset + T <= max_len`` (``offset``: positions already in a cache).
     The range test is one reduction and one host sync, on any device, so that an id out of
     range raises a ValueError naming the id, its position and the vocabulary size instead
-    of an IndexError (CPU) or a device-side assert (CUDA). Skipped under torch.compile.
+    of an IndexError (CPU) or a device-side assert (CUDA). Skipped under torch.compile, and
+    when ``vocab_size`` is None (callers that hand the ids on to a model, which checks them).
 
     Raises:
         TypeError for a non-tensor or a non-integer dtype, ValueError for the rest.
@@ -68,7 +69,7 @@ def check_token_ids(ids, vocab_size: int, max_len: int | None = None, name: str 
         where = f" after {offset} cached positions" if offset else ""
         raise ValueError(f"{name} has length {T}{where}, more than max_len={max_len} "
                          f"positions the model has")
-    if torch.compiler.is_compiling():
+    if vocab_size is None or torch.compiler.is_compiling():
         return
     bad = (ids < 0) | (ids >= vocab_size)  # (B, T)
     if bool(bad.any()):  # the one host sync

@@ -323,13 +323,7 @@ class AttentionRNNSeq2Seq(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """Every parameter U(-0.08, 0.08), as RNNSeq2Seq; padding rows of the embeddings zero."""
-        for p in self.parameters():
-            nn.init.uniform_(p, -0.08, 0.08)
-        with torch.no_grad():
-            self.src_emb.weight[self.config.pad_id].zero_()
-            self.tgt_emb.weight[self.config.pad_id].zero_()
+    init_weights = RNNSeq2Seq.init_weights  # U(-0.08, 0.08), padding rows of both embeddings zero
 
     def make_cache(self) -> DecoderState:
         return DecoderState()
