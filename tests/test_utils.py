@@ -76,3 +76,17 @@ def test_korean_font_is_registered():
         warnings.simplefilter("error")
         fig.canvas.draw()
     plt.close(fig)
+
+
+def test_smoke_mode_and_budget(monkeypatch):
+    from transformer_book.utils import budget, smoke
+    monkeypatch.delenv("BOOK_SMOKE", raising=False)
+    assert smoke() is False and budget(500) == 500
+    monkeypatch.setenv("BOOK_SMOKE", "1")
+    assert smoke() is True and budget(500) == 2 and budget(500, smoke_n=7) == 7 and budget(1) == 1
+    monkeypatch.setenv("BOOK_SMOKE", "yes")
+    with pytest.raises(ValueError, match="BOOK_SMOKE"):
+        smoke()
+    monkeypatch.setenv("BOOK_SMOKE", "0")
+    with pytest.raises(ValueError, match="positive int"):
+        budget(0)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["get_device", "seed_everything", "autocast", "autocast_dtype", "count_params", "scale",
-           "setup"]
+           "smoke", "budget", "setup"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -80,6 +80,25 @@ def scale(device: torch.device | str | None = None) -> str:
     return "large" if device.type == "cuda" else "small"
 
 
+def smoke() -> bool:
+    """True when $BOOK_SMOKE is "1": the smoke mode CI uses with BOOK_SCALE=large, so that the
+    code a GPU reader runs (large presets, data and code paths) executes on a CPU with a
+    handful of steps. A chapter skips, and says that it skips, the asserts that need full
+    training; everything else runs. Anything other than "", "0" or "1" is an error."""
+    env = os.environ.get("BOOK_SMOKE", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"BOOK_SMOKE must be '0' or '1', got {env!r}")
+    return env == "1"
+
+
+def budget(n: int, smoke_n: int = 2) -> int:
+    """A step (or example) count: ``n`` normally, ``min(n, smoke_n)`` in smoke mode."""
+    for name, v in (("n", n), ("smoke_n", smoke_n)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return min(n, smoke_n) if smoke() else n
+
+
 def setup(seed: int = 0, verbose: bool = True) -> torch.device:
     """What the first cell of every chapter does: seed, pick the device, make Korean plot
     labels render. Returns the device."""
@@ -87,5 +106,6 @@ def setup(seed: int = 0, verbose: bool = True) -> torch.device:
     device = get_device()
     from . import plotting  # noqa: F401  (registers the Korean font with matplotlib)
     if verbose:
-        print(f"device: {device} | scale: {scale(device)} | torch {torch.__version__}")
+        mode = " | SMOKE MODE: a few steps, result asserts skipped" if smoke() else ""
+        print(f"device: {device} | scale: {scale(device)} | torch {torch.__version__}{mode}")
     return device
