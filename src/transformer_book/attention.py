@@ -18,6 +18,46 @@ from .masks import causal_mask, check_mask, combine_masks, to_additive
 
 __all__ = ["scaled_dot_product_attention", "MultiHeadAttention", "KVCache", "Cache"]
 
+# Inputs of at most this many rows (tokens) go through ``decode_linear``'s transposed weights.
+DECODE_ROWS = 16
+
+
+def _weights_frozen(tensors) -> bool:
+    """True when no gradient will be taken through these tensors (inference)."""
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def _decode_weight(owner: nn.Module, tensors, build):
+    """``build(tensors)``, kept on ``owner`` until one of the tensors changes (an optimizer step,
+    ``load_state_dict``) or moves (``.to``): the key holds each tensor's address and version."""
+    key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+    cached = owner.__dict__.get("_decode_cache")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build(tensors))
+        owner.__dict__["_decode_cache"] = cached
+    return cached[1]
+
+
+def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``lin(x)``; in inference on the CPU, for an input of a few rows (a decoding step), one
+    ``addmm`` with a contiguous copy of the transposed weight, (in, out), kept until the weight
+    changes. A matrix-vector product is bound by reading the weight, and the CPU's kernels read
+    it almost twice as fast in that layout when the output is at least as wide as the input
+    (a narrowing product, such as the FFN's down projection, reads its weight faster as it
+    lies; benchmarks/README.md). From 4 rows on the result is the same to the last bit as
+    ``lin(x)`` on this machine; with 1-2 rows another kernel sums in another order
+    (last-digit differences). Training never takes this path."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    tensors = (lin.weight,) if lin.bias is None else (lin.weight, lin.bias)
+    if (x.device.type != "cpu" or rows == 0 or rows > DECODE_ROWS or x.dtype != lin.weight.dtype
+            or lin.out_features < lin.in_features or not _weights_frozen(tensors)):
+        return lin(x)
+    wt = _decode_weight(lin, tensors, lambda ts: ts[0].t().contiguous())  # (in, out)
+    x2 = x.reshape(rows, x.shape[-1])  # (rows, in)
+    y = x2 @ wt if lin.bias is None else torch.addmm(lin.bias, x2, wt)  # (rows, out)
+    return y.view(*x.shape[:-1], wt.shape[1])
+
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -252,21 +292,25 @@ class MultiHeadAttention(nn.Module):
         while it measured no faster here (benchmarks/README.md)."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if not _weights_frozen(tensors):
             return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
-        else:  # inference: stack once, restack only when a weight changed (or moved)
-            key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
-            if getattr(self, "_stacked_key", None) != key:
-                with torch.no_grad():
-                    self._stacked = self._stack(tensors)
-                self._stacked_key = key
-            w, b = self._stacked
-        return F.linear(x, w, b).split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+        # inference: stack once, restack only when a weight changed (or moved)
+        w, b, wt = _decode_weight(self, tensors, self._stack)
+        rows = x.numel() // x.shape[-1]
+        if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
+            # a decoding step: the transposed copy (see ``decode_linear``)
+            x2 = x.reshape(rows, x.shape[-1])  # (rows, C)
+            y = (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
+        else:
+            y = F.linear(x, w, b)  # (B, T, 3 H D)
+        return y.split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
 
     @staticmethod
     def _stack(tensors):
         w = torch.cat(tensors[:3])  # (3 H D, C)
-        return w, (torch.cat(tensors[3:]) if len(tensors) > 3 else None)
+        b = torch.cat(tensors[3:]) if len(tensors) > 3 else None
+        wt = w.t().contiguous() if w.device.type == "cpu" else None  # (C, 3 H D), decoding
+        return w, b, wt
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
@@ -285,12 +329,12 @@ class MultiHeadAttention(nn.Module):
         if kv is None:  # self-attention: one matrix product for q, k and v
             q, k, v = (self._split(t) for t in self._qkv(x))  # (B, H, T, D) each
             if cache is not None:
-                if len(cache) and cache.k.shape[0] != B:
-                    raise ValueError(f"this cache holds a batch of {cache.k.shape[0]}, x has "
+                if len(cache) and cache._k.shape[0] != B:
+                    raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
                                      f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
         else:  # cross-attention
-            q = self._split(self.q_proj(x))  # (B, H, T_q, D)
+            q = self._split(decode_linear(self.q_proj, x))  # (B, H, T_q, D)
             if cache is not None and len(cache):  # the memory is already projected
                 if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
                     raise ValueError(f"this cross-attention cache holds a source of batch "
@@ -312,5 +356,5 @@ class MultiHeadAttention(nn.Module):
                                            is_causal=self.causal)
         out, weights = res if return_weights else (res, None)
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
-        out = self.out_proj(out)  # (B, T, C)
+        out = decode_linear(self.out_proj, out)  # (B, T, C)
         return (out, weights) if return_weights else out

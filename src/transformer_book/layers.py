@@ -5,9 +5,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import LayerCache, MultiHeadAttention
+from .attention import LayerCache, MultiHeadAttention, decode_linear
 
 __all__ = ["LayerNorm", "RMSNorm", "FeedForward", "Block", "ACTIVATIONS"]
+
+
+def _dropout(drop: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    """``drop(x)``, without the call when it would return x unchanged (evaluation, or p = 0:
+    torch then neither changes x nor draws random numbers, so this is the same to the bit)."""
+    return drop(x) if drop.training and drop.p > 0 else x
 
 
 class LayerNorm(nn.Module):
@@ -80,8 +86,9 @@ class FeedForward(nn.Module):
         if x.shape[-1] != self.up.in_features:
             raise ValueError(f"FeedForward expects last dimension {self.up.in_features}, "
                              f"got {tuple(x.shape)}")
-        h = self.act(self.gate(x)) * self.up(x) if self.gated else self.act(self.up(x))  # (B, T, d_ff)
-        return self.down(self.dropout(h))  # (B, T, C)
+        up = decode_linear(self.up, x)  # (B, T, d_ff); decode_linear: lin(x), see attention.py
+        h = self.act(decode_linear(self.gate, x)) * up if self.gated else self.act(up)
+        return decode_linear(self.down, _dropout(self.dropout, h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -137,9 +144,9 @@ class Block(nn.Module):
     def _sublayer(self, x, norm, fn):
         if self.norm_first:
             out, w = fn(norm(x))
-            return x + self.dropout(out), w
+            return x + _dropout(self.dropout, out), w
         out, w = fn(x)
-        return norm(x + self.dropout(out)), w
+        return norm(x + _dropout(self.dropout, out)), w
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache: LayerCache | None = None,
                 self_bias=None, cross_bias=None, return_weights: bool = False):
