@@ -254,6 +254,7 @@ def linear_attention(q, k, v, causal: bool = True, mask=None, eps: float = 1e-6,
         return (fq @ kv) / ((fq @ z[..., None]) + eps)  # (B, H, T, D_v)
     B, H, T, D = fq.shape
     Dv = v.shape[-1]
+    chunk = min(chunk, T)
     n = -(-T // chunk)
     pad = n * chunk - T
     fq, fk, vv = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, v))  # padded keys are zero
