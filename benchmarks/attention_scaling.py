@@ -1,4 +1,4 @@
-"""Time and memory of attention as the sequence grows: explicit vs fused, causal mask vs flag.
+"""Time and memory of attention as the sequence grows: explicit, fused, sparse and linear.
 
     python benchmarks/attention_scaling.py [--quick] [--device cpu|cuda] [--repeats 5]
 
@@ -6,12 +6,13 @@ For B=4, H=8, D=64 and T = 128, 256, ... this times one causal self-attention (f
   - explicit: our matrix-product path, which builds the (B, H, T, T) scores and weights;
   - fused + mask: our fused path (torch's scaled_dot_product_attention) given a mask tensor;
   - fused + is_causal: the same kernel told that the mask is causal, reading no mask tensor;
-and prints the ratios to the last. Memory: on CUDA the measured peak of each call
-(torch.cuda.max_memory_allocated); on CPU, where torch keeps no allocator statistics, the
-size of the (B, H, T, T) score matrix the explicit path must hold (float32), which is what
-stops it first. The explicit path is skipped once that matrix exceeds --max-gib.
-Sparse (local window, strided) and linearised attention will join this table when the package
-has them (chapter 12).
+  - local: sparse attention over a window of 64 keys (efficient_attention.local_attention);
+  - strided: the strided pattern of Child et al. with stride ~ sqrt(T);
+  - linear: elu+1 linearised attention, causal by blocked prefix sums;
+and prints the ratios of the explicit path to the fused one. Memory: the peak that torch's
+allocator holds during the call, above what it held before (on CUDA its statistics; on CPU
+the allocation events of torch.profiler replayed in order). The explicit path is skipped once
+its (B, H, T, T) score matrix would exceed --max-gib. See chapter 12.
 """
 from __future__ import annotations
 
@@ -20,21 +21,37 @@ import statistics
 import sys
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from _common import machine, sync, timed
 
 from transformer_book.attention import scaled_dot_product_attention
+from transformer_book.efficient_attention import (linear_attention, local_attention,
+                                                  strided_attention)
 from transformer_book.masks import causal_mask
+
+
+def peak_bytes(fn, device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
 
 
 def measure(fn, device, repeats):
     fn()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
     t = statistics.median(timed(fn, device) for _ in range(repeats))
-    peak = torch.cuda.max_memory_allocated() - base if device.type == "cuda" else None
-    return t, peak
+    return t, peak_bytes(fn, device)
 
 
 def main(argv=None) -> None:
@@ -51,33 +68,34 @@ def main(argv=None) -> None:
     repeats = 3 if args.quick else args.repeats
     B, H, D = 4, 8, 64
     print(machine())
-    print(f"causal self-attention, forward, B={B}, H={H}, D={D}, float32; times in ms")
-    mem = "peak MiB (explicit / fused)" if device.type == "cuda" else "scores MiB"
-    print(f"{'T':>6} {'explicit':>9} {'fused+mask':>11} {'fused+flag':>11} "
-          f"{'explicit/flag':>14} {'mask/flag':>10} {mem:>28}")
+    print(f"causal self-attention, forward, B={B}, H={H}, D={D}, float32; "
+          "each cell: time ms / peak MiB")
+    names = ["explicit", "fused+mask", "fused+flag", "local64", "strided", "linear"]
+    print(f"{'T':>6}" + "".join(f"{n:>17}" for n in names) + f"{'explicit/flag':>15}")
     T = 128
     with torch.no_grad():
         while T <= max_T:
             q, k, v = (torch.randn(B, H, T, D, device=device) for _ in range(3))
             mask = causal_mask(T, device=device)
-            score_bytes = B * H * T * T * 4
-            t_flag, p_flag = measure(lambda: scaled_dot_product_attention(
-                q, k, v, is_causal=True), device, repeats)
-            t_mask, _ = measure(lambda: scaled_dot_product_attention(
-                q, k, v, mask=mask, fused=True), device, repeats)
-            if score_bytes <= args.max_gib * 2 ** 30:
-                t_exp, p_exp = measure(lambda: scaled_dot_product_attention(
-                    q, k, v, mask=mask, fused=False), device, repeats)
-                exp = f"{t_exp * 1e3:>9.2f}"
-                ratio = f"{t_exp / t_flag:>14.2f}"
-            else:
-                exp, ratio, p_exp = f"{'(memory)':>9}", f"{'-':>14}", None
-            if device.type == "cuda":
-                m = f"{(p_exp or 0) / 2**20:>12.0f} / {p_flag / 2**20:>12.0f}"
-            else:
-                m = f"{score_bytes / 2**20:>28.0f}"
-            print(f"{T:>6} {exp} {t_mask * 1e3:>11.2f} {t_flag * 1e3:>11.2f} {ratio} "
-                  f"{t_mask / t_flag:>10.2f} {m}", flush=True)
+            stride = max(1, round(T ** 0.5))
+            fns = {
+                "explicit": lambda: scaled_dot_product_attention(q, k, v, mask=mask,
+                                                                 fused=False),
+                "fused+mask": lambda: scaled_dot_product_attention(q, k, v, mask=mask,
+                                                                   fused=True),
+                "fused+flag": lambda: scaled_dot_product_attention(q, k, v, is_causal=True),
+                "local64": lambda: local_attention(q, k, v, 64),
+                "strided": lambda: strided_attention(q, k, v, stride),
+                "linear": lambda: linear_attention(q, k, v),
+            }
+            if B * H * T * T * 4 > args.max_gib * 2 ** 30:
+                del fns["explicit"]
+            res = {n: measure(fn, device, repeats) for n, fn in fns.items()}
+            cells = "".join(f"{res[n][0] * 1e3:>9.1f} /{res[n][1] / 2**20:>6.0f}" if n in res
+                            else f"{'(memory)':>17}" for n in names)
+            ratio = (f"{res['explicit'][0] / res['fused+flag'][0]:>15.2f}"
+                     if "explicit" in res else f"{'-':>15}")
+            print(f"{T:>6}{cells}{ratio}", flush=True)
             sync(device)
             T *= 2
 
