@@ -1,4 +1,6 @@
 """Device choice, the size switch, seeding, parameter counting, plotting helpers."""
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -90,3 +92,35 @@ def test_smoke_mode_and_budget(monkeypatch):
     monkeypatch.setenv("BOOK_SMOKE", "0")
     with pytest.raises(ValueError, match="positive int"):
         budget(0)
+
+
+def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
+    """CI's smoke mode runs the autocast path a GPU reader gets (bf16) on the CPU; a normal CPU
+    run keeps fp32, and its training is bitwise the same as with no autocast at all."""
+    from transformer_book import utils
+    from transformer_book.models import build
+    from transformer_book.training import Trainer
+    monkeypatch.delenv("BOOK_SMOKE", raising=False)
+    assert utils.autocast_dtype("cpu") is None
+    with utils.autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+
+    def losses():
+        torch.manual_seed(0)
+        model = build("gpt2-tiny", n_layers=1)
+        batch = {"idx": torch.randint(0, 256, (2, 8)), "targets": torch.randint(0, 256, (2, 8))}
+        tr = Trainer(model, device="cpu", progress=False)
+        tr.fit(lambda step: batch, steps=3)
+        return [v for _, v in tr.history["train_loss"]], tr
+    normal, tr = losses()
+    assert tr.amp_dtype is None and tr.scaler is None
+    monkeypatch.setenv("BOOK_SMOKE", "1")
+    assert utils.autocast_dtype("cpu") == torch.bfloat16
+    with utils.autocast("cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    smoked, tr = losses()
+    assert tr.amp_dtype == torch.bfloat16 and tr.scaler is None  # bf16 needs no scaler
+    assert all(math.isfinite(v) for v in smoked) and smoked != normal  # bf16 did run
+    monkeypatch.delenv("BOOK_SMOKE")
+    assert losses()[0] == normal  # and nothing leaks into the next normal run

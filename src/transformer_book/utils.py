@@ -36,14 +36,20 @@ def seed_everything(seed: int = 0) -> None:
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """The half-precision type training uses on ``device``: bf16 on a GPU that supports it,
     fp16 on one that does not (Colab's T4; the Trainer then adds a gradient scaler), and
-    None (full fp32) elsewhere: CPU bf16 is slow and changes the numbers."""
-    if torch.device(device).type != "cuda":
+    None (full fp32) elsewhere: CPU bf16 is slow and changes the numbers. In smoke mode
+    (``smoke()``) the CPU gets bf16 too, so that the autocast path a GPU reader runs executes
+    in CI; normal CPU runs stay in fp32, bitwise unchanged."""
+    kind = torch.device(device).type
+    if kind == "cpu" and smoke():
+        return torch.bfloat16
+    if kind != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def autocast(device: torch.device | str):
-    """Autocast to ``autocast_dtype(device)`` on CUDA; a no-op elsewhere."""
+    """Autocast to ``autocast_dtype(device)`` on CUDA (and on the CPU in smoke mode); a no-op
+    elsewhere."""
     dtype = autocast_dtype(device)
     if dtype is None:
         return contextlib.nullcontext()
