@@ -65,6 +65,9 @@ def requirements_txt() -> dict[str, Requirement]:
     return reqs
 
 
+KERNEL_PROVIDED = {"IPython"}
+
+
 def chapter_imports(path: Path) -> list[str]:
     """Every import statement in the notebook's code cells after the first, as source text."""
     found = []
@@ -76,6 +79,11 @@ def chapter_imports(path: Path) -> list[str]:
         source = "\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!")))
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
+                tops = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""])
+                # IPython comes with every Jupyter kernel (Colab's included), not from our install
+                if all(t.split(".")[0] in KERNEL_PROVIDED for t in tops):
+                    continue
                 found.append(ast.unparse(node))
     return found
 
