@@ -185,3 +185,36 @@ def test_genre_task_folds_to_the_folio_and_keeps_test_plays_unseen():
 def test_genre_task_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         sh.genre_task(**kwargs)
+
+
+def test_within_play_task_splits_each_held_out_play_in_reading_order():
+    task = sh.within_play_task(300)
+    assert task.pool.label_names == sh.GENRES
+    assert set(task.pool.labels) == set(task.test.labels) == set(range(6))
+    assert all(len(t) == 300 for t in task.pool.texts + task.test.texts)
+    held_out = sh.plays("validation") + sh.plays("test")
+    n = sum(len(p.text) // 300 for p in held_out)
+    assert len(task.pool.texts) + len(task.test.texts) == n
+    assert abs(len(task.pool.texts) / n - 0.6) < 0.01
+    # nothing from the training plays; no passage in both; every test passage comes after
+    # every pool passage of its play
+    train = sh.corpus("train")
+    assert not any(t in train for t in task.test.texts[::40] + task.pool.texts[::40])
+    assert not set(task.pool.texts) & set(task.test.texts)
+    for play in held_out:
+        pos = lambda texts: [play.text.find(t) for t in texts if t in play.text]  # noqa: E731
+        assert max(pos(task.pool.texts)) < min(pos(task.test.texts))
+    assert sh.within_play_task(300) == task and sh.within_play_task(300, seed=1) != task
+    folio = sh.within_play_task(300, genres="folio")
+    assert folio.test.labels == [sh.FOLIO_GENRES.index(sh.FOLIO[sh.GENRES[y]])
+                                 for y in task.test.labels]
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(genres="three"), ValueError), (dict(splits=()), TypeError),
+    (dict(splits=("dev",)), ValueError), (dict(pool_share=1.0), ValueError),
+    (dict(pool_share="half"), ValueError), (dict(seed=0.5), TypeError),
+    (dict(length=0), ValueError)])
+def test_within_play_task_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        sh.within_play_task(**kwargs)

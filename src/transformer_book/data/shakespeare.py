@@ -321,3 +321,57 @@ def genre_task(length: int = 300, *, genres: str = "folio",
     pool = Passages([texts[i] for i in order], [labels[i] for i in order], names)
     test = Passages(*collect(test_splits, test_per_play), names)
     return GenreTask(pool, test)
+
+
+def within_play_task(length: int = 300, *, genres: str = "all",
+                     splits: tuple[str, ...] = ("validation", "test"),
+                     pool_share: float = 0.6, seed: int = 0) -> GenreTask:
+    """A genre task on plays that no language model of the book was trained on, split inside
+    each play: a play's first ``pool_share`` of passages (in reading order) go to the labelled
+    pool, the rest to the test. The classifier has then seen each test play's beginning, so
+    names and subjects carry over, which makes the task learnable from a few hundred labels;
+    language models pretrained on the "train" plays have still never read any of it.
+
+    Args:
+        length: characters per passage (see :func:`passages`).
+        genres: "all" for the six :data:`GENRES`, "folio" for the Folio's three.
+        splits: the splits whose plays are used (default: the 12 held-out plays).
+        pool_share: the share of each play's passages that go to the pool, in (0, 1).
+        seed: the seed of the pool's shuffle (the test stays in play order).
+    Returns:
+        ``GenreTask(pool, test)``.
+    """
+    if genres not in ("folio", "all"):
+        raise ValueError(f"genres must be 'folio' or 'all', got {genres!r}")
+    if not isinstance(splits, (tuple, list)) or not splits:
+        raise TypeError(f"splits must be a non-empty tuple of split names, got {splits!r}")
+    for split in splits:
+        _check_split(split)
+    if (not isinstance(pool_share, (int, float)) or isinstance(pool_share, bool)
+            or not 0 < pool_share < 1):
+        raise ValueError(f"pool_share must be a number in (0, 1), got {pool_share!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    names = FOLIO_GENRES if genres == "folio" else GENRES
+    pool_t, pool_y, test_t, test_y = [], [], [], []
+    for split in splits:
+        for play in plays(split):
+            genre = GENRES[play.label]
+            label = names.index(FOLIO[genre] if genres == "folio" else genre)
+            windows = passages_of_text(play.text, length)
+            cut = int(pool_share * len(windows))
+            pool_t += windows[:cut]
+            pool_y += [label] * cut
+            test_t += windows[cut:]
+            test_y += [label] * (len(windows) - cut)
+    order = random.Random(seed).sample(range(len(pool_t)), len(pool_t))
+    pool = Passages([pool_t[i] for i in order], [pool_y[i] for i in order], names)
+    return GenreTask(pool, Passages(test_t, test_y, names))
+
+
+def passages_of_text(text: str, length: int) -> list[str]:
+    """``text`` cut from its start into consecutive windows of exactly ``length`` characters
+    (a shorter remainder is dropped), as :func:`passages` cuts each play."""
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ValueError(f"length must be a positive int (characters), got {length!r}")
+    return [text[i * length:(i + 1) * length] for i in range(len(text) // length)]
