@@ -108,3 +108,15 @@ def test_every_chapter_has_the_same_section_headings(path):
     wanted = ["## Learning objectives", "## Summary", "## Exercises"]
     found = [h for h in headings if h in wanted]
     assert found == wanted, f"{path.name}: expected the headings {wanted} in order, got {found}"
+
+
+MAX_CODE_LINE = 92  # the book's code width: about 90 characters, with a little slack
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_lines_fit_the_page(path):
+    # the first cell is the shared set-up cell (tested above), hidden in the book
+    long = [(i, line) for i, c in enumerate(cells(path)[1:], 1) if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > MAX_CODE_LINE]
+    assert not long, (f"{path.name}: code lines over {MAX_CODE_LINE} characters (cell, line): "
+                      f"{long}")
