@@ -149,6 +149,26 @@ def _explicit(q, k, v, pattern, mask, dropout_p, scale, return_weights):
                                         return_weights=return_weights)
 
 
+def _sparse_prologue(name, width, pattern_fn, q, k, v, causal, mask, dropout_p, scale,
+                     return_weights):
+    """The checks shared by the sparse patterns, and their explicit fallback: with a mask,
+    the weights asked for, or T_q != T_k, the pattern goes through the dense attention.
+    Returns (width, output or None when the fast path applies)."""
+    width = _check_width(name, width)
+    _sparse_checks(q, k, v, mask, dropout_p)
+    T_q, T_k = q.shape[2], k.shape[2]
+    if mask is None and not return_weights and T_q == T_k:
+        return width, None
+    pattern = pattern_fn(T_q, T_k, width, causal, q.device)
+    return width, _explicit(q, k, v, pattern, mask, dropout_p, scale, return_weights)
+
+
+def _value_blocks(v, w, n, causal):
+    """v (B, H, T, D) padded to n blocks of w, each block with its neighbour(s)."""
+    B, H, T, D = v.shape
+    return _neighbour_blocks(F.pad(v, (0, 0, 0, n * w - T)).view(B, H, n, w, D), causal)
+
+
 def local_attention(q, k, v, window: int, causal: bool = True, mask=None,
                     dropout_p: float = 0.0, scale=None, return_weights: bool = False):
     """Softmax attention restricted to a local window (see ``local_mask``).
@@ -162,18 +182,16 @@ def local_attention(q, k, v, window: int, causal: bool = True, mask=None,
     Without mask and weights and with T_q == T_k, blocks of ``window`` queries attend to
     their own and the neighbouring block(s): O(T window) time and memory.
     """
-    window = _check_width("window", window)
-    _sparse_checks(q, k, v, mask, dropout_p)
-    T_q, T_k = q.shape[2], k.shape[2]
-    if mask is not None or return_weights or T_q != T_k:
-        pattern = local_mask(T_q, T_k, window, causal, q.device)
-        return _explicit(q, k, v, pattern, mask, dropout_p, scale, return_weights)
+    window, explicit = _sparse_prologue("window", window, local_mask, q, k, v, causal, mask,
+                                        dropout_p, scale, return_weights)
+    if explicit is not None:
+        return explicit
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores, n = _blocked_local_scores(q, k, window, causal, scale)  # (B, H, n, w, K)
     weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p) if dropout_p else \
         torch.softmax(scores, dim=-1)
     B, H, T, D = v.shape
-    vb = _neighbour_blocks(F.pad(v, (0, 0, 0, n * window - T)).view(B, H, n, window, D), causal)
+    vb = _value_blocks(v, window, n, causal)  # (B, H, n, K, D)
     return (weights @ vb).reshape(B, H, n * window, D)[:, :, :T]  # (B, H, T, D)
 
 
@@ -186,12 +204,10 @@ def strided_attention(q, k, v, stride: int, causal: bool = True, mask=None,
     by residue mod stride) and normalises the two together through their log-sum-exps:
     O(T (stride + T / stride)), which is O(T^1.5) for stride ~ sqrt(T).
     """
-    stride = _check_width("stride", stride)
-    _sparse_checks(q, k, v, mask, dropout_p)
-    T_q, T_k = q.shape[2], k.shape[2]
-    if mask is not None or return_weights or T_q != T_k:
-        pattern = strided_mask(T_q, T_k, stride, causal, q.device)
-        return _explicit(q, k, v, pattern, mask, dropout_p, scale, return_weights)
+    stride, explicit = _sparse_prologue("stride", stride, strided_mask, q, k, v, causal, mask,
+                                        dropout_p, scale, return_weights)
+    if explicit is not None:
+        return explicit
     B, H, T, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     s_loc, n = _blocked_local_scores(q, k, stride, causal, scale)  # (B, H, n, s, K)
@@ -203,8 +219,7 @@ def strided_attention(q, k, v, stride: int, causal: bool = True, mask=None,
     p_col = (s_col - _to_columns(lse[..., None], stride, m)).exp()  # (B, H, s, m, m)
     if dropout_p:
         p_loc, p_col = F.dropout(p_loc, dropout_p), F.dropout(p_col, dropout_p)
-    v_loc = _neighbour_blocks(F.pad(v, (0, 0, 0, n * stride - T)).view(B, H, n, stride, D),
-                              causal)
+    v_loc = _value_blocks(v, stride, n, causal)  # (B, H, n, K, D)
     out = (p_loc @ v_loc).reshape(B, H, n * stride, D)[:, :, :T]
     return out + _from_columns(p_col @ _to_columns(v, stride, m), T)  # (B, H, T, D)
 
