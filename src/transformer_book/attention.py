@@ -47,7 +47,9 @@ def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     (a narrowing product, such as the FFN's down projection, reads its weight faster as it
     lies; benchmarks/README.md). From 4 rows on the result is the same to the last bit as
     ``lin(x)`` on this machine; with 1-2 rows another kernel sums in another order
-    (last-digit differences). Training never takes this path."""
+    (last-digit differences). So the modules call it only in cached incremental decoding
+    (a forward given a KV cache); every other forward, training or evaluation, is the plain
+    ``nn.Linear`` product. Training (gradients wanted) never takes this path either."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     tensors = (lin.weight,) if lin.bias is None else (lin.weight, lin.bias)
     if (x.device.type != "cpu" or rows == 0 or rows > DECODE_ROWS or x.dtype != lin.weight.dtype
@@ -283,18 +285,22 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_kv_in, inner, bias=bias)
         self.out_proj = nn.Linear(inner, d_model, bias=bias)
 
-    def _qkv(self, x: torch.Tensor):
-        """q_proj(x), k_proj(x), v_proj(x). In inference, one product with the three matrices
-        stacked (one larger matrix product runs faster than three small ones; the parameters
-        stay the three separate projections that the lessons read and write). In training,
-        three products: the stacked product's backward sums the gradient for x in another
-        order, which changes trainings' last digits and, over a chapter's steps, its results,
-        while it measured no faster here (benchmarks/README.md)."""
+    def _qkv(self, x: torch.Tensor, decoding: bool = False):
+        """q_proj(x), k_proj(x), v_proj(x). In cached incremental decoding (``decoding``, no
+        gradients), one product with the three matrices stacked (one larger matrix product
+        runs faster than three small ones; the parameters stay the three separate projections
+        that the lessons read and write), through the transposed copy for a few rows. Every
+        other forward, training or evaluation, takes the three plain products: the stacked
+        product's backward sums the gradient for x in another order (it changed a chapter's
+        trained results), and an ordinary forward must not depend on whether it runs in
+        ``no_grad`` (benchmarks/README.md)."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
+        if not decoding:
+            return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
         if not _weights_frozen(tensors):
             return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
-        # inference: stack once, restack only when a weight changed (or moved)
+        # decoding: stack once, restack only when a weight changed (or moved)
         w, b, wt = _decode_weight(self, tensors, self._stack)
         rows = x.numel() // x.shape[-1]
         if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
@@ -327,14 +333,15 @@ class MultiHeadAttention(nn.Module):
                              f"got {tuple(kv.shape)}")
 
         if kv is None:  # self-attention: one matrix product for q, k and v
-            q, k, v = (self._split(t) for t in self._qkv(x))  # (B, H, T, D) each
+            q, k, v = (self._split(t) for t in self._qkv(x, decoding=cache is not None))
             if cache is not None:
                 if len(cache) and cache._k.shape[0] != B:
                     raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
                                      f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
         else:  # cross-attention
-            q = self._split(decode_linear(self.q_proj, x))  # (B, H, T_q, D)
+            q_in = decode_linear(self.q_proj, x) if cache is not None else self.q_proj(x)
+            q = self._split(q_in)  # (B, H, T_q, D)
             if cache is not None and len(cache):  # the memory is already projected
                 if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
                     raise ValueError(f"this cross-attention cache holds a source of batch "
@@ -356,5 +363,5 @@ class MultiHeadAttention(nn.Module):
                                            is_causal=self.causal)
         out, weights = res if return_weights else (res, None)
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
-        out = decode_linear(self.out_proj, out)  # (B, T, C)
+        out = decode_linear(self.out_proj, out) if cache is not None else self.out_proj(out)
         return (out, weights) if return_weights else out

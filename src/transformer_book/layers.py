@@ -82,13 +82,17 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, decoding: bool = False) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). ``decoding``: a cached incremental decoding step, whose
+        products of a few rows may take ``attention.decode_linear`` (lin(x), computed from a
+        transposed copy of the weight); any other forward uses the plain products."""
         if x.shape[-1] != self.up.in_features:
             raise ValueError(f"FeedForward expects last dimension {self.up.in_features}, "
                              f"got {tuple(x.shape)}")
-        up = decode_linear(self.up, x)  # (B, T, d_ff); decode_linear: lin(x), see attention.py
-        h = self.act(decode_linear(self.gate, x)) * up if self.gated else self.act(up)
-        return decode_linear(self.down, _dropout(self.dropout, h))  # (B, T, C)
+        lin = decode_linear if decoding else (lambda m, t: m(t))
+        up = lin(self.up, x)  # (B, T, d_ff)
+        h = self.act(lin(self.gate, x)) * up if self.gated else self.act(up)
+        return lin(self.down, _dropout(self.dropout, h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -171,5 +175,6 @@ class Block(nn.Module):
                 x, self.norm_cross,
                 attend(self.cross_attn, memory, memory_mask,
                        cache.cross_attn if cache else None, cross_bias))
-        x, _ = self._sublayer(x, self.norm_ffn, lambda h: (self.ffn(h), None))
+        decoding = cache is not None  # a KV-cache step: the decoding fast path may apply
+        x, _ = self._sublayer(x, self.norm_ffn, lambda h: (self.ffn(h, decoding), None))
         return (x, weights) if return_weights else x
