@@ -39,6 +39,12 @@ def _decode_weight(owner: nn.Module, tensors, build):
     return cached[1]
 
 
+def project(lin: nn.Linear, x: torch.Tensor, decoding: bool) -> torch.Tensor:
+    """``lin(x)``: through ``decode_linear`` in a cached incremental decoding step
+    (``decoding``), the plain ``nn.Linear`` product in every other forward."""
+    return decode_linear(lin, x) if decoding else lin(x)
+
+
 def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``lin(x)``; in inference on the CPU, for an input of a few rows (a decoding step), one
     ``addmm`` with a contiguous copy of the transposed weight, (in, out), kept until the weight
@@ -295,10 +301,8 @@ class MultiHeadAttention(nn.Module):
         trained results), and an ordinary forward must not depend on whether it runs in
         ``no_grad`` (benchmarks/README.md)."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
-        if not decoding:
-            return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
-        if not _weights_frozen(tensors):
+        if not decoding or not _weights_frozen(tensors):
             return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
         # decoding: stack once, restack only when a weight changed (or moved)
         w, b, wt = _decode_weight(self, tensors, self._stack)
@@ -340,8 +344,7 @@ class MultiHeadAttention(nn.Module):
                                      f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
         else:  # cross-attention
-            q_in = decode_linear(self.q_proj, x) if cache is not None else self.q_proj(x)
-            q = self._split(q_in)  # (B, H, T_q, D)
+            q = self._split(project(self.q_proj, x, cache is not None))  # (B, H, T_q, D)
             if cache is not None and len(cache):  # the memory is already projected
                 if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
                     raise ValueError(f"this cross-attention cache holds a source of batch "
@@ -363,5 +366,5 @@ class MultiHeadAttention(nn.Module):
                                            is_causal=self.causal)
         out, weights = res if return_weights else (res, None)
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
-        out = decode_linear(self.out_proj, out) if cache is not None else self.out_proj(out)
+        out = project(self.out_proj, out, cache is not None)  # (B, T, C)
         return (out, weights) if return_weights else out

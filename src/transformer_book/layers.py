@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import LayerCache, MultiHeadAttention, decode_linear
+from .attention import LayerCache, MultiHeadAttention, project
 
 __all__ = ["LayerNorm", "RMSNorm", "FeedForward", "Block", "ACTIVATIONS"]
 
@@ -89,10 +89,9 @@ class FeedForward(nn.Module):
         if x.shape[-1] != self.up.in_features:
             raise ValueError(f"FeedForward expects last dimension {self.up.in_features}, "
                              f"got {tuple(x.shape)}")
-        lin = decode_linear if decoding else (lambda m, t: m(t))
-        up = lin(self.up, x)  # (B, T, d_ff)
-        h = self.act(lin(self.gate, x)) * up if self.gated else self.act(up)
-        return lin(self.down, _dropout(self.dropout, h))  # (B, T, C)
+        up = project(self.up, x, decoding)  # (B, T, d_ff)
+        h = self.act(project(self.gate, x, decoding)) * up if self.gated else self.act(up)
+        return project(self.down, _dropout(self.dropout, h), decoding)  # (B, T, C)
 
 
 class Block(nn.Module):
