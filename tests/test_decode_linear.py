@@ -49,6 +49,22 @@ def test_attention_decoding_step_matches_full_forward():
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
 
 
+def test_one_token_step_with_a_relative_bias_matches_full_forward():
+    # the one-token step (MultiHeadAttention._one_token_step) with T5's additive bias
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, causal=True, bias=False, scale=1.0).eval()
+    x, bias = torch.randn(2, 6, 32), torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        full = mha(x, bias=bias)
+        cache = KVCache()
+        steps = [mha(x[:, :2], cache=cache, bias=bias[:, :, :2, :2])]
+        steps += [mha(x[:, t:t + 1], cache=cache, bias=bias[:, :, t:t + 1, :t + 1])
+                  for t in range(2, 6)]
+        with pytest.raises(ValueError, match="cache.reset"):
+            mha(x[:1, :1], cache=cache)  # a batch of 1 against a cache of 2
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------- the fast path is for cached decoding steps only
 
 def _reference_forward(model, *args):

@@ -300,20 +300,26 @@ class MultiHeadAttention(nn.Module):
         product's backward sums the gradient for x in another order (it changed a chapter's
         trained results), and an ordinary forward must not depend on whether it runs in
         ``no_grad`` (benchmarks/README.md)."""
+        y = self._qkv_stacked(x) if decoding else None  # (B, T, 3 H D)
+        if y is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)  # 3 x (B, T, H D)
+        return y.split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+
+    def _qkv_stacked(self, x: torch.Tensor) -> torch.Tensor | None:
+        """q, k and v side by side, (B, T, 3 H D), from one product with the stacked matrices
+        (decoding only, see ``_qkv``); None when gradients are wanted through the weights."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
-        if not decoding or not _weights_frozen(tensors):
-            return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
-        # decoding: stack once, restack only when a weight changed (or moved)
+        if not _weights_frozen(tensors):
+            return None
+        # stack once, restack only when a weight changed (or moved)
         w, b, wt = _decode_weight(self, tensors, self._stack)
         rows = x.numel() // x.shape[-1]
         if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
             # a decoding step: the transposed copy (see ``decode_linear``)
             x2 = x.reshape(rows, x.shape[-1])  # (rows, C)
-            y = (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
-        else:
-            y = F.linear(x, w, b)  # (B, T, 3 H D)
-        return y.split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+            return (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
+        return F.linear(x, w, b)  # (B, T, 3 H D)
 
     @staticmethod
     def _stack(tensors):
@@ -335,6 +341,12 @@ class MultiHeadAttention(nn.Module):
                                or kv.shape[-1] != self.k_proj.in_features):
             raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
                              f"got {tuple(kv.shape)}")
+
+        if (kv is None and cache is not None and T == 1 and mask is None and not return_weights
+                and not (self.training and self.dropout > 0)):
+            y = self._qkv_stacked(x)  # (B, 1, 3 H D)
+            if y is not None:  # a decoding step of one token: the short way
+                return self._one_token_step(y, cache, bias)
 
         if kv is None:  # self-attention: one matrix product for q, k and v
             q, k, v = (self._split(t) for t in self._qkv(x, decoding=cache is not None))
@@ -368,3 +380,21 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
         out = project(self.out_proj, out, cache is not None)  # (B, T, C)
         return (out, weights) if return_weights else out
+
+    def _one_token_step(self, qkv: torch.Tensor, cache: KVCache, bias) -> torch.Tensor:
+        """Self-attention of one new token in cached decoding, given its q, k and v side by
+        side (B, 1, 3 H D): the same operations as ``forward``, with fewer steps between them
+        (a decoding step is short, so each step counts). With one token, (B, 1, 3, H, D) and
+        (B, 3, H, 1, D) are the same memory, so q, k and v come out already shaped (B, H, 1, D)
+        with no transposes; the new query comes after every cached key, so no causal mask is
+        needed; and the heads' outputs (B, H, 1, D) are already laid out as (B, 1, H D)."""
+        B, H, D = qkv.shape[0], self.n_heads, self.d_head
+        if len(cache) and cache._k.shape[0] != B:
+            raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
+                             f"{B}: call cache.reset() before a new batch")
+        q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
+        k, v = cache.append(k, v)  # (B, H, T_k, D)
+        # T5's relative bias, as scaled_dot_product_attention hands it to the kernel
+        bias = None if bias is None else bias.to(q.dtype).expand(B, H, 1, k.shape[2])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return project(self.out_proj, out.reshape(B, 1, H * D), True)  # (B, 1, C)
