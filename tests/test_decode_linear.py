@@ -65,6 +65,28 @@ def test_one_token_step_with_a_relative_bias_matches_full_forward():
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
 
 
+def test_one_token_steps_with_padding_masks_match_full_forward():
+    # self-attention with a padding mask over the keys, and cross-attention over a padded
+    # memory: one-token steps (the short way) against one forward over the whole sequence
+    torch.manual_seed(0)
+    self_attn = MultiHeadAttention(32, 4, causal=True).eval()
+    cross = MultiHeadAttention(32, 4).eval()
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 4, 32)
+    keys = torch.tensor([[True, False, True, True, True], [True] * 5])[:, None, None]
+    src = torch.tensor([[True, True, True, False], [True] * 4])[:, None, None]  # (B, 1, 1, S)
+    with torch.no_grad():
+        full_self, full_cross = self_attn(x, mask=keys), cross(x, kv=memory, mask=src)
+        c_self, c_cross = KVCache(), KVCache()
+        steps = [(self_attn(x[:, t:t + 1], mask=keys[..., :t + 1], cache=c_self),
+                  cross(x[:, t:t + 1], kv=memory, mask=src, cache=c_cross)) for t in range(5)]
+        with pytest.raises(ValueError, match="cache.reset"):
+            cross(x[:, :1], kv=memory[:, :3], cache=c_cross)  # another source length
+    torch.testing.assert_close(torch.cat([s for s, _ in steps], 1), full_self,
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([c for _, c in steps], 1), full_cross,
+                               rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------- the fast path is for cached decoding steps only
 
 def _reference_forward(model, *args):

@@ -56,15 +56,22 @@ def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     (last-digit differences). So the modules call it only in cached incremental decoding
     (a forward given a KV cache); every other forward, training or evaluation, is the plain
     ``nn.Linear`` product. Training (gradients wanted) never takes this path either."""
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    tensors = (lin.weight,) if lin.bias is None else (lin.weight, lin.bias)
-    if (x.device.type != "cpu" or rows == 0 or rows > DECODE_ROWS or x.dtype != lin.weight.dtype
-            or lin.out_features < lin.in_features or not _weights_frozen(tensors)):
+    if lin.out_features < lin.in_features:  # narrowing: the weight as it lies is faster
         return lin(x)
-    wt = _decode_weight(lin, tensors, lambda ts: ts[0].t().contiguous())  # (in, out)
+    w, b = lin.weight, lin.bias  # read once: each module attribute read costs a lookup
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    tensors = (w,) if b is None else (w, b)
+    if (not 0 < rows <= DECODE_ROWS or x.dtype != w.dtype or x.device.type != "cpu"
+            or not _weights_frozen(tensors)):
+        return lin(x)
+    wt = _decode_weight(lin, tensors, _transposed)  # (in, out)
     x2 = x.reshape(rows, x.shape[-1])  # (rows, in)
-    y = x2 @ wt if lin.bias is None else torch.addmm(lin.bias, x2, wt)  # (rows, out)
+    y = x2 @ wt if b is None else torch.addmm(b, x2, wt)  # (rows, out)
     return y.view(*x.shape[:-1], wt.shape[1])
+
+
+def _transposed(tensors):
+    return tensors[0].t().contiguous()  # the weight (out, in) -> (in, out), contiguous
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -126,12 +133,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         raise ValueError("the fused path cannot return the weights; use fused=False")
 
     if fused:
-        if bias is None:
-            attn_mask = to_additive(mask, q.dtype)
-        elif mask is None:
-            attn_mask = bias.to(q.dtype)
-        else:  # where, not bias + finfo.min: that sum overflows to -inf in fp16 (NaN rows)
-            attn_mask = torch.where(mask, bias.to(q.dtype), torch.finfo(q.dtype).min)
+        attn_mask = _additive_mask(mask, bias, q.dtype)
         if attn_mask is not None and attn_mask.dim() == 4 and q.dim() == 4:
             # torch's kernels want a mask that matches (B, H, T_q, T_k) up to broadcasting
             attn_mask = attn_mask.expand(q.shape[0], q.shape[1], T_q, T_k)
@@ -148,6 +150,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         weights = F.dropout(weights, p=dropout_p)
     out = weights @ v  # (B, H, T_q, D_v)
     return (out, weights) if return_weights else out
+
+
+def _additive_mask(mask, bias, dtype):
+    """The one additive mask that the fused kernel reads for a bool ``mask`` and an additive
+    ``bias`` (either may be None): 0 or the bias where allowed, ``finfo(dtype).min`` where not."""
+    if bias is None:
+        return to_additive(mask, dtype)
+    if mask is None:
+        return bias.to(dtype)
+    # where, not bias + finfo.min: that sum overflows to -inf in fp16 (NaN rows)
+    return torch.where(mask, bias.to(dtype), torch.finfo(dtype).min)
 
 
 class KVCache:
@@ -342,11 +355,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
                              f"got {tuple(kv.shape)}")
 
-        if (kv is None and cache is not None and T == 1 and mask is None and not return_weights
+        if (cache is not None and T == 1 and not return_weights
                 and not (self.training and self.dropout > 0)):
-            y = self._qkv_stacked(x)  # (B, 1, 3 H D)
-            if y is not None:  # a decoding step of one token: the short way
-                return self._one_token_step(y, cache, bias)
+            out = self._one_token_step(x, kv, mask, cache, bias)  # a decoding step: short way
+            if out is not None:
+                return out
 
         if kv is None:  # self-attention: one matrix product for q, k and v
             q, k, v = (self._split(t) for t in self._qkv(x, decoding=cache is not None))
@@ -381,20 +394,36 @@ class MultiHeadAttention(nn.Module):
         out = project(self.out_proj, out, cache is not None)  # (B, T, C)
         return (out, weights) if return_weights else out
 
-    def _one_token_step(self, qkv: torch.Tensor, cache: KVCache, bias) -> torch.Tensor:
-        """Self-attention of one new token in cached decoding, given its q, k and v side by
-        side (B, 1, 3 H D): the same operations as ``forward``, with fewer steps between them
-        (a decoding step is short, so each step counts). With one token, (B, 1, 3, H, D) and
-        (B, 3, H, 1, D) are the same memory, so q, k and v come out already shaped (B, H, 1, D)
-        with no transposes; the new query comes after every cached key, so no causal mask is
-        needed; and the heads' outputs (B, H, 1, D) are already laid out as (B, 1, H D)."""
-        B, H, D = qkv.shape[0], self.n_heads, self.d_head
-        if len(cache) and cache._k.shape[0] != B:
-            raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
-                             f"{B}: call cache.reset() before a new batch")
-        q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
-        k, v = cache.append(k, v)  # (B, H, T_k, D)
-        # T5's relative bias, as scaled_dot_product_attention hands it to the kernel
-        bias = None if bias is None else bias.to(q.dtype).expand(B, H, 1, k.shape[2])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    def _one_token_step(self, x, kv, mask, cache: KVCache, bias) -> torch.Tensor | None:
+        """Attention of one new token (B, 1, C) in cached decoding: the same operations as the
+        rest of ``forward``, with fewer steps between them (a decoding step is short, so each
+        step counts). With one token, the stacked product's (B, 1, 3, H, D) and (B, 3, H, 1, D)
+        are the same memory, so q, k and v come out shaped (B, H, 1, D) with no transposes;
+        the new query comes after every cached key, so no causal mask is needed; and the
+        heads' outputs (B, H, 1, D) are already laid out as (B, 1, H D). Returns None (the
+        long way) when gradients are wanted, or when cross-attention's cache is still empty."""
+        B, H, D = x.shape[0], self.n_heads, self.d_head
+        if kv is None:  # self-attention: append this token's key and value
+            qkv = self._qkv_stacked(x)  # (B, 1, 3 H D)
+            if qkv is None:
+                return None
+            if len(cache) and cache._k.shape[0] != B:
+                raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
+                                 f"{B}: call cache.reset() before a new batch")
+            q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
+            k, v = cache.append(k, v)  # (B, H, T_k, D)
+        else:  # cross-attention: the memory's keys and values are in the cache
+            if not len(cache):
+                return None
+            k, v = cache.k, cache.v  # (B, H, S, D)
+            if k.shape[0] != B or k.shape[2] != kv.shape[1]:
+                raise ValueError(f"this cross-attention cache holds a source of batch "
+                                 f"{k.shape[0]} and length {k.shape[2]}, but kv is "
+                                 f"{tuple(kv.shape)}: call cache.reset() before a new source")
+            q = project(self.q_proj, x, True).view(B, H, 1, D)
+        check_mask(mask, B, H, 1, k.shape[2])
+        attn_mask = _additive_mask(mask, bias, q.dtype)  # as scaled_dot_product_attention
+        if attn_mask is not None and attn_mask.dim() == 4:
+            attn_mask = attn_mask.expand(B, H, 1, k.shape[2])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         return project(self.out_proj, out.reshape(B, 1, H * D), True)  # (B, 1, C)
