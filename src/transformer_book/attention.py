@@ -420,10 +420,10 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"this cross-attention cache holds a source of batch "
                                  f"{k.shape[0]} and length {k.shape[2]}, but kv is "
                                  f"{tuple(kv.shape)}: call cache.reset() before a new source")
-            q = project(self.q_proj, x, True).view(B, H, 1, D)
+            q = decode_linear(self.q_proj, x).view(B, H, 1, D)
         check_mask(mask, B, H, 1, k.shape[2])
         attn_mask = _additive_mask(mask, bias, q.dtype)  # as scaled_dot_product_attention
         if attn_mask is not None and attn_mask.dim() == 4:
             attn_mask = attn_mask.expand(B, H, 1, k.shape[2])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
-        return project(self.out_proj, out.reshape(B, 1, H * D), True)  # (B, 1, C)
+        return decode_linear(self.out_proj, out.reshape(B, 1, H * D))  # (B, 1, C)
