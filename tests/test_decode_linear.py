@@ -16,12 +16,24 @@ def test_decode_linear_matches_linear_and_follows_weight_updates():
         x = torch.randn(1, rows, 32)
         with torch.no_grad():
             torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-6, atol=1e-6)
-    x = torch.randn(1, 1, 32)
+    x, row = torch.randn(1, 4, 32), torch.randn(1, 1, 32)
     with torch.no_grad():
         decode_linear(lin, x)
         assert "_decode_cache" in lin.__dict__  # the transposed copy was built and kept
         lin.weight.add_(1.0)  # an in-place update (as an optimizer step): the copy is rebuilt
         torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-6, atol=1e-6)
+        # one row: the two halves are views of the weight, so they follow it with no copy
+        torch.testing.assert_close(decode_linear(lin, row), lin(row), rtol=1e-6, atol=1e-6)
+
+
+def test_one_row_product_matches_linear_with_and_without_bias():
+    torch.manual_seed(0)
+    for lin in (nn.Linear(48, 96), nn.Linear(96, 48, bias=False), nn.Linear(32, 33)):
+        x = torch.randn(1, 1, lin.in_features)
+        with torch.no_grad():  # 33 outputs do not split in halves: the transposed copy
+            torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-5, atol=1e-6)
+        halves = lin.out_features % 2 == 0
+        assert ("_decode_cache" in lin.__dict__) != halves  # the halves need no copy
 
 
 def test_decode_linear_leaves_training_and_narrowing_products_alone():
@@ -32,7 +44,7 @@ def test_decode_linear_leaves_training_and_narrowing_products_alone():
     assert y.requires_grad and torch.equal(y, lin(x)) and "_decode_cache" not in lin.__dict__
     down = nn.Linear(96, 32)  # narrowing: read faster as it lies, so no copy
     with torch.no_grad():
-        x96 = torch.randn(1, 1, 96)
+        x96 = torch.randn(1, 4, 96)
         assert torch.equal(decode_linear(down, x96), down(x96))
     assert "_decode_cache" not in down.__dict__
 

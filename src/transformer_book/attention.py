@@ -46,28 +46,54 @@ def project(lin: nn.Linear, x: torch.Tensor, decoding: bool) -> torch.Tensor:
 
 
 def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``lin(x)``; in inference on the CPU, for an input of a few rows (a decoding step), one
-    ``addmm`` with a contiguous copy of the transposed weight, (in, out), kept until the weight
-    changes. A matrix-vector product is bound by reading the weight, and the CPU's kernels read
-    it almost twice as fast in that layout when the output is at least as wide as the input
-    (a narrowing product, such as the FFN's down projection, reads its weight faster as it
-    lies; benchmarks/README.md). From 4 rows on the result is the same to the last bit as
-    ``lin(x)`` on this machine; with 1-2 rows another kernel sums in another order
-    (last-digit differences). So the modules call it only in cached incremental decoding
-    (a forward given a KV cache); every other forward, training or evaluation, is the plain
-    ``nn.Linear`` product. Training (gradients wanted) never takes this path either."""
-    if lin.out_features < lin.in_features:  # narrowing: the weight as it lies is faster
-        return lin(x)
+    """``lin(x)``; in inference on the CPU, for an input of one row (a decoding step of one
+    token), one batched product of the weight's two halves (``_one_row_product``); for a few
+    rows (a short prompt), one ``addmm`` with a contiguous copy of the transposed weight,
+    (in, out), kept until the weight changes. A product of a few rows is bound by reading
+    the weight, and the CPU's kernels read it almost twice as fast in that layout when the
+    output is at least as wide as the input (a narrowing product, such as the FFN's down
+    projection, reads its weight faster as it lies; benchmarks/README.md). From 4 rows on
+    the result is the same to the last bit as ``lin(x)`` on this machine; with 2 rows
+    another kernel sums in another order (last-digit differences). So the modules call it
+    only in cached incremental decoding (a forward given a KV cache); every other forward,
+    training or evaluation, is the plain ``nn.Linear`` product. Training (gradients wanted)
+    never takes this path either."""
     w, b = lin.weight, lin.bias  # read once: each module attribute read costs a lookup
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     tensors = (w,) if b is None else (w, b)
     if (not 0 < rows <= DECODE_ROWS or x.dtype != w.dtype or x.device.type != "cpu"
             or not _weights_frozen(tensors)):
         return lin(x)
+    if rows == 1 and _halves_fit(w):  # one token: the batched product of two halves
+        return _one_row_product(w, b, x)
+    if lin.out_features < lin.in_features:  # narrowing: the weight as it lies is faster
+        return lin(x)
     wt = _decode_weight(lin, tensors, _transposed)  # (in, out)
     x2 = x.reshape(rows, x.shape[-1])  # (rows, in)
     y = x2 @ wt if b is None else torch.addmm(b, x2, wt)  # (rows, out)
     return y.view(*x.shape[:-1], wt.shape[1])
+
+
+def _halves_fit(w: torch.Tensor) -> bool:
+    return w.shape[0] % 2 == 0 and w.is_contiguous()
+
+
+def _one_row_product(w: torch.Tensor, b: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """x @ w.T + b for an x (..., in) that holds one row (a decoding step of one token), as
+    one batched product of the weight's two halves (2, out/2, in) -- views, no copy -- with x
+    as a column. torch runs the two halves on two threads, and its batched kernel reads a
+    weight as it lies, (out, in), faster than the one-row ``nn.Linear`` product does (with
+    this step, the benchmark's 200-token GPT-2 generation ran 1.7x faster at two threads and
+    1.3x at one; benchmarks/README.md). The column must be a transposed view of the row (strides
+    (1, in)): a contiguous (in, 1) column sends the same call to a several times slower
+    kernel on this machine. The sums run in another order than ``nn.Linear``'s (last-digit
+    differences), which is why only cached decoding steps come here."""
+    n_out, n_in = w.shape
+    halves = w.view(2, n_out // 2, n_in)  # (2, out/2, in)
+    col = x.reshape(1, n_in).t().expand(2, n_in, 1)  # (2, in, 1), strides (0, 1, in)
+    y = (torch.bmm(halves, col) if b is None
+         else torch.baddbmm(b.view(2, n_out // 2, 1), halves, col))  # (2, out/2, 1)
+    return y.view(*x.shape[:-1], n_out)
 
 
 def _transposed(tensors):
@@ -328,6 +354,8 @@ class MultiHeadAttention(nn.Module):
         # stack once, restack only when a weight changed (or moved)
         w, b, wt = _decode_weight(self, tensors, self._stack)
         rows = x.numel() // x.shape[-1]
+        if rows == 1 and x.dtype == w.dtype and x.device.type == "cpu" and _halves_fit(w):
+            return _one_row_product(w, b, x)  # (B, 1, 3 H D), see ``decode_linear``
         if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
             # a decoding step: the transposed copy (see ``decode_linear``)
             x2 = x.reshape(rows, x.shape[-1])  # (rows, C)
