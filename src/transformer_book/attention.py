@@ -334,7 +334,8 @@ class MultiHeadAttention(nn.Module):
         """q_proj(x), k_proj(x), v_proj(x). In cached incremental decoding (``decoding``, no
         gradients), one product with the three matrices stacked (one larger matrix product
         runs faster than three small ones; the parameters stay the three separate projections
-        that the lessons read and write), through the transposed copy for a few rows. Every
+        that the lessons read and write): for one row, the two halves of ``decode_linear``; for
+        a few rows, the transposed copy. Every
         other forward, training or evaluation, takes the three plain products: the stacked
         product's backward sums the gradient for x in another order (it changed a chapter's
         trained results), and an ordinary forward must not depend on whether it runs in
