@@ -16,12 +16,24 @@ def test_decode_linear_matches_linear_and_follows_weight_updates():
         x = torch.randn(1, rows, 32)
         with torch.no_grad():
             torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-6, atol=1e-6)
-    x = torch.randn(1, 1, 32)
+    x, row = torch.randn(1, 4, 32), torch.randn(1, 1, 32)
     with torch.no_grad():
         decode_linear(lin, x)
         assert "_decode_cache" in lin.__dict__  # the transposed copy was built and kept
         lin.weight.add_(1.0)  # an in-place update (as an optimizer step): the copy is rebuilt
         torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-6, atol=1e-6)
+        # one row: the two halves are views of the weight, so they follow it with no copy
+        torch.testing.assert_close(decode_linear(lin, row), lin(row), rtol=1e-6, atol=1e-6)
+
+
+def test_one_row_product_matches_linear_with_and_without_bias():
+    torch.manual_seed(0)
+    for lin in (nn.Linear(48, 96), nn.Linear(96, 48, bias=False), nn.Linear(32, 33)):
+        x = torch.randn(1, 1, lin.in_features)
+        with torch.no_grad():  # 33 outputs do not split in halves: the transposed copy
+            torch.testing.assert_close(decode_linear(lin, x), lin(x), rtol=1e-5, atol=1e-6)
+        halves = lin.out_features % 2 == 0
+        assert ("_decode_cache" in lin.__dict__) != halves  # the halves need no copy
 
 
 def test_decode_linear_leaves_training_and_narrowing_products_alone():
@@ -32,7 +44,7 @@ def test_decode_linear_leaves_training_and_narrowing_products_alone():
     assert y.requires_grad and torch.equal(y, lin(x)) and "_decode_cache" not in lin.__dict__
     down = nn.Linear(96, 32)  # narrowing: read faster as it lies, so no copy
     with torch.no_grad():
-        x96 = torch.randn(1, 1, 96)
+        x96 = torch.randn(1, 4, 96)
         assert torch.equal(decode_linear(down, x96), down(x96))
     assert "_decode_cache" not in down.__dict__
 
@@ -47,6 +59,44 @@ def test_attention_decoding_step_matches_full_forward():
         steps = [mha(x[:, :3], cache=cache)] + [mha(x[:, t:t + 1], cache=cache)
                                                 for t in range(3, 7)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
+
+
+def test_one_token_step_with_a_relative_bias_matches_full_forward():
+    # the one-token step (MultiHeadAttention._one_token_step) with T5's additive bias
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, causal=True, bias=False, scale=1.0).eval()
+    x, bias = torch.randn(2, 6, 32), torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        full = mha(x, bias=bias)
+        cache = KVCache()
+        steps = [mha(x[:, :2], cache=cache, bias=bias[:, :, :2, :2])]
+        steps += [mha(x[:, t:t + 1], cache=cache, bias=bias[:, :, t:t + 1, :t + 1])
+                  for t in range(2, 6)]
+        with pytest.raises(ValueError, match="cache.reset"):
+            mha(x[:1, :1], cache=cache)  # a batch of 1 against a cache of 2
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-6)
+
+
+def test_one_token_steps_with_padding_masks_match_full_forward():
+    # self-attention with a padding mask over the keys, and cross-attention over a padded
+    # memory: one-token steps (the short way) against one forward over the whole sequence
+    torch.manual_seed(0)
+    self_attn = MultiHeadAttention(32, 4, causal=True).eval()
+    cross = MultiHeadAttention(32, 4).eval()
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 4, 32)
+    keys = torch.tensor([[True, False, True, True, True], [True] * 5])[:, None, None]
+    src = torch.tensor([[True, True, True, False], [True] * 4])[:, None, None]  # (B, 1, 1, S)
+    with torch.no_grad():
+        full_self, full_cross = self_attn(x, mask=keys), cross(x, kv=memory, mask=src)
+        c_self, c_cross = KVCache(), KVCache()
+        steps = [(self_attn(x[:, t:t + 1], mask=keys[..., :t + 1], cache=c_self),
+                  cross(x[:, t:t + 1], kv=memory, mask=src, cache=c_cross)) for t in range(5)]
+        with pytest.raises(ValueError, match="cache.reset"):
+            cross(x[:, :1], kv=memory[:, :3], cache=c_cross)  # another source length
+    torch.testing.assert_close(torch.cat([s for s, _ in steps], 1), full_self,
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([c for _, c in steps], 1), full_cross,
+                               rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------- the fast path is for cached decoding steps only

@@ -46,25 +46,58 @@ def project(lin: nn.Linear, x: torch.Tensor, decoding: bool) -> torch.Tensor:
 
 
 def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``lin(x)``; in inference on the CPU, for an input of a few rows (a decoding step), one
-    ``addmm`` with a contiguous copy of the transposed weight, (in, out), kept until the weight
-    changes. A matrix-vector product is bound by reading the weight, and the CPU's kernels read
-    it almost twice as fast in that layout when the output is at least as wide as the input
-    (a narrowing product, such as the FFN's down projection, reads its weight faster as it
-    lies; benchmarks/README.md). From 4 rows on the result is the same to the last bit as
-    ``lin(x)`` on this machine; with 1-2 rows another kernel sums in another order
-    (last-digit differences). So the modules call it only in cached incremental decoding
-    (a forward given a KV cache); every other forward, training or evaluation, is the plain
-    ``nn.Linear`` product. Training (gradients wanted) never takes this path either."""
+    """``lin(x)``; in inference on the CPU, for an input of one row (a decoding step of one
+    token), one batched product of the weight's two halves (``_one_row_product``); for a few
+    rows (a short prompt), one ``addmm`` with a contiguous copy of the transposed weight,
+    (in, out), kept until the weight changes. A product of a few rows is bound by reading
+    the weight, and the CPU's kernels read it almost twice as fast in that layout when the
+    output is at least as wide as the input (a narrowing product, such as the FFN's down
+    projection, reads its weight faster as it lies; benchmarks/README.md). From 4 rows on
+    the result is the same to the last bit as ``lin(x)`` on this machine; with 2 rows
+    another kernel sums in another order (last-digit differences). So the modules call it
+    only in cached incremental decoding (a forward given a KV cache); every other forward,
+    training or evaluation, is the plain ``nn.Linear`` product. Training (gradients wanted)
+    never takes this path either."""
+    w, b = lin.weight, lin.bias  # read once: each module attribute read costs a lookup
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    tensors = (lin.weight,) if lin.bias is None else (lin.weight, lin.bias)
-    if (x.device.type != "cpu" or rows == 0 or rows > DECODE_ROWS or x.dtype != lin.weight.dtype
-            or lin.out_features < lin.in_features or not _weights_frozen(tensors)):
+    tensors = (w,) if b is None else (w, b)
+    if (not 0 < rows <= DECODE_ROWS or x.dtype != w.dtype or x.device.type != "cpu"
+            or not _weights_frozen(tensors)):
         return lin(x)
-    wt = _decode_weight(lin, tensors, lambda ts: ts[0].t().contiguous())  # (in, out)
+    if rows == 1 and _halves_fit(w):  # one token: the batched product of two halves
+        return _one_row_product(w, b, x)
+    if lin.out_features < lin.in_features:  # narrowing: the weight as it lies is faster
+        return lin(x)
+    wt = _decode_weight(lin, tensors, _transposed)  # (in, out)
     x2 = x.reshape(rows, x.shape[-1])  # (rows, in)
-    y = x2 @ wt if lin.bias is None else torch.addmm(lin.bias, x2, wt)  # (rows, out)
+    y = x2 @ wt if b is None else torch.addmm(b, x2, wt)  # (rows, out)
     return y.view(*x.shape[:-1], wt.shape[1])
+
+
+def _halves_fit(w: torch.Tensor) -> bool:
+    return w.shape[0] % 2 == 0 and w.is_contiguous()
+
+
+def _one_row_product(w: torch.Tensor, b: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """x @ w.T + b for an x (..., in) that holds one row (a decoding step of one token), as
+    one batched product of the weight's two halves (2, out/2, in) -- views, no copy -- with x
+    as a column. torch runs the two halves on two threads, and its batched kernel reads a
+    weight as it lies, (out, in), faster than the one-row ``nn.Linear`` product does (with
+    this step, the benchmark's 200-token GPT-2 generation ran 1.7x faster at two threads and
+    1.3x at one; benchmarks/README.md). The column must be a transposed view of the row (strides
+    (1, in)): a contiguous (in, 1) column sends the same call to a several times slower
+    kernel on this machine. The sums run in another order than ``nn.Linear``'s (last-digit
+    differences), which is why only cached decoding steps come here."""
+    n_out, n_in = w.shape
+    halves = w.view(2, n_out // 2, n_in)  # (2, out/2, in)
+    col = x.reshape(1, n_in).t().expand(2, n_in, 1)  # (2, in, 1), strides (0, 1, in)
+    y = (torch.bmm(halves, col) if b is None
+         else torch.baddbmm(b.view(2, n_out // 2, 1), halves, col))  # (2, out/2, 1)
+    return y.view(*x.shape[:-1], n_out)
+
+
+def _transposed(tensors):
+    return tensors[0].t().contiguous()  # the weight (out, in) -> (in, out), contiguous
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -126,12 +159,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         raise ValueError("the fused path cannot return the weights; use fused=False")
 
     if fused:
-        if bias is None:
-            attn_mask = to_additive(mask, q.dtype)
-        elif mask is None:
-            attn_mask = bias.to(q.dtype)
-        else:  # where, not bias + finfo.min: that sum overflows to -inf in fp16 (NaN rows)
-            attn_mask = torch.where(mask, bias.to(q.dtype), torch.finfo(q.dtype).min)
+        attn_mask = _additive_mask(mask, bias, q.dtype)
         if attn_mask is not None and attn_mask.dim() == 4 and q.dim() == 4:
             # torch's kernels want a mask that matches (B, H, T_q, T_k) up to broadcasting
             attn_mask = attn_mask.expand(q.shape[0], q.shape[1], T_q, T_k)
@@ -148,6 +176,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, sca
         weights = F.dropout(weights, p=dropout_p)
     out = weights @ v  # (B, H, T_q, D_v)
     return (out, weights) if return_weights else out
+
+
+def _additive_mask(mask, bias, dtype):
+    """The one additive mask that the fused kernel reads for a bool ``mask`` and an additive
+    ``bias`` (either may be None): 0 or the bias where allowed, ``finfo(dtype).min`` where not."""
+    if bias is None:
+        return to_additive(mask, dtype)
+    if mask is None:
+        return bias.to(dtype)
+    # where, not bias + finfo.min: that sum overflows to -inf in fp16 (NaN rows)
+    return torch.where(mask, bias.to(dtype), torch.finfo(dtype).min)
 
 
 class KVCache:
@@ -295,25 +334,34 @@ class MultiHeadAttention(nn.Module):
         """q_proj(x), k_proj(x), v_proj(x). In cached incremental decoding (``decoding``, no
         gradients), one product with the three matrices stacked (one larger matrix product
         runs faster than three small ones; the parameters stay the three separate projections
-        that the lessons read and write), through the transposed copy for a few rows. Every
+        that the lessons read and write): for one row, the two halves of ``decode_linear``; for
+        a few rows, the transposed copy. Every
         other forward, training or evaluation, takes the three plain products: the stacked
         product's backward sums the gradient for x in another order (it changed a chapter's
         trained results), and an ordinary forward must not depend on whether it runs in
         ``no_grad`` (benchmarks/README.md)."""
+        y = self._qkv_stacked(x) if decoding else None  # (B, T, 3 H D)
+        if y is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)  # 3 x (B, T, H D)
+        return y.split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+
+    def _qkv_stacked(self, x: torch.Tensor) -> torch.Tensor | None:
+        """q, k and v side by side, (B, T, 3 H D), from one product with the stacked matrices
+        (decoding only, see ``_qkv``); None when gradients are wanted through the weights."""
         ps = (self.q_proj, self.k_proj, self.v_proj)
         tensors = [p.weight for p in ps] + ([p.bias for p in ps] if ps[0].bias is not None else [])
-        if not decoding or not _weights_frozen(tensors):
-            return tuple(p(x) for p in ps)  # 3 x (B, T, H D)
-        # decoding: stack once, restack only when a weight changed (or moved)
+        if not _weights_frozen(tensors):
+            return None
+        # stack once, restack only when a weight changed (or moved)
         w, b, wt = _decode_weight(self, tensors, self._stack)
         rows = x.numel() // x.shape[-1]
+        if rows == 1 and x.dtype == w.dtype and x.device.type == "cpu" and _halves_fit(w):
+            return _one_row_product(w, b, x)  # (B, 1, 3 H D), see ``decode_linear``
         if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
             # a decoding step: the transposed copy (see ``decode_linear``)
             x2 = x.reshape(rows, x.shape[-1])  # (rows, C)
-            y = (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
-        else:
-            y = F.linear(x, w, b)  # (B, T, 3 H D)
-        return y.split(self.n_heads * self.d_head, dim=-1)  # 3 x (B, T, H D)
+            return (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
+        return F.linear(x, w, b)  # (B, T, 3 H D)
 
     @staticmethod
     def _stack(tensors):
@@ -335,6 +383,12 @@ class MultiHeadAttention(nn.Module):
                                or kv.shape[-1] != self.k_proj.in_features):
             raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
                              f"got {tuple(kv.shape)}")
+
+        if (cache is not None and T == 1 and not return_weights
+                and not (self.training and self.dropout > 0)):
+            out = self._one_token_step(x, kv, mask, cache, bias)  # a decoding step: short way
+            if out is not None:
+                return out
 
         if kv is None:  # self-attention: one matrix product for q, k and v
             q, k, v = (self._split(t) for t in self._qkv(x, decoding=cache is not None))
@@ -368,3 +422,37 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
         out = project(self.out_proj, out, cache is not None)  # (B, T, C)
         return (out, weights) if return_weights else out
+
+    def _one_token_step(self, x, kv, mask, cache: KVCache, bias) -> torch.Tensor | None:
+        """Attention of one new token (B, 1, C) in cached decoding: the same operations as the
+        rest of ``forward``, with fewer steps between them (a decoding step is short, so each
+        step counts). With one token, the stacked product's (B, 1, 3, H, D) and (B, 3, H, 1, D)
+        are the same memory, so q, k and v come out shaped (B, H, 1, D) with no transposes;
+        the new query comes after every cached key, so no causal mask is needed; and the
+        heads' outputs (B, H, 1, D) are already laid out as (B, 1, H D). Returns None (the
+        long way) when gradients are wanted, or when cross-attention's cache is still empty."""
+        B, H, D = x.shape[0], self.n_heads, self.d_head
+        if kv is None:  # self-attention: append this token's key and value
+            qkv = self._qkv_stacked(x)  # (B, 1, 3 H D)
+            if qkv is None:
+                return None
+            if len(cache) and cache._k.shape[0] != B:
+                raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
+                                 f"{B}: call cache.reset() before a new batch")
+            q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
+            k, v = cache.append(k, v)  # (B, H, T_k, D)
+        else:  # cross-attention: the memory's keys and values are in the cache
+            if not len(cache):
+                return None
+            k, v = cache.k, cache.v  # (B, H, S, D)
+            if k.shape[0] != B or k.shape[2] != kv.shape[1]:
+                raise ValueError(f"this cross-attention cache holds a source of batch "
+                                 f"{k.shape[0]} and length {k.shape[2]}, but kv is "
+                                 f"{tuple(kv.shape)}: call cache.reset() before a new source")
+            q = decode_linear(self.q_proj, x).view(B, H, 1, D)
+        check_mask(mask, B, H, 1, k.shape[2])
+        attn_mask = _additive_mask(mask, bias, q.dtype)  # as scaled_dot_product_attention
+        if attn_mask is not None and attn_mask.dim() == 4:
+            attn_mask = attn_mask.expand(B, H, 1, k.shape[2])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
+        return decode_linear(self.out_proj, out.reshape(B, 1, H * D))  # (B, 1, C)

@@ -1,6 +1,8 @@
 """Norms, the position-wise feed-forward network, and the one Transformer ``Block``. See chapters 4-5."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,7 +57,7 @@ class RMSNorm(nn.Module):
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,  # exact, with erf (BERT)
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-1, GPT-2, T5 v1.1
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),  # GPT-1, GPT-2, T5 v1.1
 }
 
 
