@@ -68,8 +68,13 @@ def decode_linear(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return _one_row_product(w, b, x)
     if lin.out_features < lin.in_features:  # narrowing: the weight as it lies is faster
         return lin(x)
-    wt = _decode_weight(lin, tensors, _transposed)  # (in, out)
-    x2 = x.reshape(rows, x.shape[-1])  # (rows, in)
+    return _transposed_product(x, _decode_weight(lin, tensors, _transposed), b)
+
+
+def _transposed_product(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None):
+    """x @ wt + b for an x (..., in) of a few rows, given the weight's transposed copy
+    ``wt`` (in, out): one ``addmm`` (see ``decode_linear``)."""
+    x2 = x.reshape(-1, x.shape[-1])  # (rows, in)
     y = x2 @ wt if b is None else torch.addmm(b, x2, wt)  # (rows, out)
     return y.view(*x.shape[:-1], wt.shape[1])
 
@@ -223,6 +228,9 @@ class KVCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
         n, T = self._n, k.shape[2]
+        if n and k.shape[0] != self._k.shape[0]:
+            raise ValueError(f"this cache holds a batch of {self._k.shape[0]}, the new keys "
+                             f"have {k.shape[0]}: call cache.reset() before a new batch")
         if self._k is None or k.requires_grad or v.requires_grad or self._k.requires_grad:
             if self._k is None:
                 self._k, self._v = k, v
@@ -242,6 +250,16 @@ class KVCache:
         self._v[:, :, n:n + T] = v
         self._n = n + T
         return self.k, self.v
+
+    def source(self, kv: torch.Tensor):
+        """The keys and values stored for cross-attention over ``kv`` (B, S, C), checked to
+        come from a source of the same batch and length."""
+        k, v = self.k, self.v  # (B, H, S, D)
+        if k.shape[0] != kv.shape[0] or k.shape[2] != kv.shape[1]:
+            raise ValueError(f"this cross-attention cache holds a source of batch "
+                             f"{k.shape[0]} and length {k.shape[2]}, but kv is "
+                             f"{tuple(kv.shape)}: call cache.reset() before a new source")
+        return k, v
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search picks which hypotheses survive)."""
@@ -358,9 +376,7 @@ class MultiHeadAttention(nn.Module):
         if rows == 1 and x.dtype == w.dtype and x.device.type == "cpu" and _halves_fit(w):
             return _one_row_product(w, b, x)  # (B, 1, 3 H D), see ``decode_linear``
         if wt is not None and 0 < rows <= DECODE_ROWS and x.dtype == w.dtype:
-            # a decoding step: the transposed copy (see ``decode_linear``)
-            x2 = x.reshape(rows, x.shape[-1])  # (rows, C)
-            return (x2 @ wt if b is None else torch.addmm(b, x2, wt)).view(*x.shape[:-1], -1)
+            return _transposed_product(x, wt, b)  # a few rows (see ``decode_linear``)
         return F.linear(x, w, b)  # (B, T, 3 H D)
 
     @staticmethod
@@ -393,19 +409,11 @@ class MultiHeadAttention(nn.Module):
         if kv is None:  # self-attention: one matrix product for q, k and v
             q, k, v = (self._split(t) for t in self._qkv(x, decoding=cache is not None))
             if cache is not None:
-                if len(cache) and cache._k.shape[0] != B:
-                    raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
-                                     f"{B}: call cache.reset() before a new batch")
                 k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
         else:  # cross-attention
             q = self._split(project(self.q_proj, x, cache is not None))  # (B, H, T_q, D)
             if cache is not None and len(cache):  # the memory is already projected
-                if cache.k.shape[0] != B or cache.k.shape[2] != kv.shape[1]:
-                    raise ValueError(f"this cross-attention cache holds a source of batch "
-                                     f"{cache.k.shape[0]} and length {cache.k.shape[2]}, but "
-                                     f"kv is {tuple(kv.shape)}: call cache.reset() before a "
-                                     "new source")
-                k, v = cache.k, cache.v
+                k, v = cache.source(kv)  # (B, H, S, D)
             else:
                 k = self._split(self.k_proj(kv))  # (B, H, T_k, D)
                 v = self._split(self.v_proj(kv))
@@ -436,19 +444,12 @@ class MultiHeadAttention(nn.Module):
             qkv = self._qkv_stacked(x)  # (B, 1, 3 H D)
             if qkv is None:
                 return None
-            if len(cache) and cache._k.shape[0] != B:
-                raise ValueError(f"this cache holds a batch of {cache._k.shape[0]}, x has "
-                                 f"{B}: call cache.reset() before a new batch")
             q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
             k, v = cache.append(k, v)  # (B, H, T_k, D)
         else:  # cross-attention: the memory's keys and values are in the cache
             if not len(cache):
                 return None
-            k, v = cache.k, cache.v  # (B, H, S, D)
-            if k.shape[0] != B or k.shape[2] != kv.shape[1]:
-                raise ValueError(f"this cross-attention cache holds a source of batch "
-                                 f"{k.shape[0]} and length {k.shape[2]}, but kv is "
-                                 f"{tuple(kv.shape)}: call cache.reset() before a new source")
+            k, v = cache.source(kv)  # (B, H, S, D)
             q = decode_linear(self.q_proj, x).view(B, H, 1, D)
         check_mask(mask, B, H, 1, k.shape[2])
         attn_mask = _additive_mask(mask, bias, q.dtype)  # as scaled_dot_product_attention
