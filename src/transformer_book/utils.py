@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["get_device", "seed_everything", "autocast", "autocast_dtype", "count_params", "scale",
-           "smoke", "budget", "setup"]
+__all__ = ["get_device", "seed_everything", "book_seed", "seed_offset", "autocast",
+           "autocast_dtype", "count_params", "scale", "smoke", "budget", "setup"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -31,6 +31,31 @@ def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def seed_offset() -> int:
+    """$BOOK_SEED as an int (0 when unset): the offset ``book_seed`` adds to every seed a
+    chapter uses. Anything but a non-negative integer is an error."""
+    env = os.environ.get("BOOK_SEED", "").strip()
+    if env == "":
+        return 0
+    if not env.isdigit():
+        raise ValueError(f"BOOK_SEED must be a non-negative integer, got {env!r}")
+    return int(env)
+
+
+def book_seed(n: int) -> int:
+    """The seed a chapter writes as ``n``, shifted by $BOOK_SEED (``n + seed_offset()``).
+
+    Every seed in a notebook goes through this (``torch.manual_seed(book_seed(0))``,
+    ``torch.Generator().manual_seed(book_seed(1))``, ``batch_stream(..., seed=book_seed(0))``),
+    so that one variable reruns a whole chapter on other seeds: the claims check
+    (``tools/check_claims.py``) and CI's test pass (``BOOK_SEED=1``) do, and an asserted claim
+    must hold there too. With $BOOK_SEED unset, ``book_seed(n) == n``.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"a seed must be a non-negative int, got {n!r}")
+    return n + seed_offset()
 
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
@@ -106,12 +131,15 @@ def budget(n: int, smoke_n: int = 2) -> int:
 
 
 def setup(seed: int = 0, verbose: bool = True) -> torch.device:
-    """What the first cell of every chapter does: seed, pick the device, make Korean plot
-    labels render. Returns the device."""
-    seed_everything(seed)
+    """What the first cell of every chapter does: seed (with ``book_seed(seed)``, so
+    $BOOK_SEED shifts it), pick the device, make Korean plot labels render. Returns the
+    device."""
+    seed_everything(book_seed(seed))
     device = get_device()
     from . import plotting  # noqa: F401  (registers the Korean font with matplotlib)
     if verbose:
         mode = " | SMOKE MODE: a few steps, result asserts skipped" if smoke() else ""
-        print(f"device: {device} | scale: {scale(device)} | torch {torch.__version__}{mode}")
+        shift = f" | BOOK_SEED={seed_offset()}: every seed shifted" if seed_offset() else ""
+        print(f"device: {device} | scale: {scale(device)} | torch {torch.__version__}"
+              f"{mode}{shift}")
     return device
