@@ -168,6 +168,11 @@ def run_setting(path: Path, setting: str, threads_override: int | None, timeout:
     threads = threads_override or threads
     env = dict(os.environ, BOOK_SEED=str(seed), TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
     env.pop("BOOK_SMOKE", None)
+    # this checkout's package, whatever is installed; results one chapter leaves for the next
+    # (chapter 8's fine-tuning for chapter 9) kept apart per setting
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                      env.get("PYTHONPATH")]))
+    env["BOOK_RESULTS"] = str(ROOT / "_build" / "claims" / setting)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(path),
