@@ -120,3 +120,31 @@ def test_code_lines_fit_the_page(path):
             for line in "".join(c["source"]).splitlines() if len(line) > MAX_CODE_LINE]
     assert not long, (f"{path.name}: code lines over {MAX_CODE_LINE} characters (cell, line): "
                       f"{long}")
+
+
+# Every seed a chapter uses goes through utils.book_seed, so that $BOOK_SEED reruns the whole
+# chapter on other seeds (the claims check, CI's test pass). A literal seed handed straight to
+# a generator would stay fixed and hide a claim that holds for one seed only.
+LITERAL_SEED = re.compile(r"(manual_seed|default_rng|\bRandom|seed_everything)\(\s*\d"
+                          r"|\bseed\s*=\s*\d")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_seed_goes_through_book_seed(path):
+    bad = []
+    for i, c in enumerate(cells(path)[1:], start=1):  # the first cell: setup() shifts its seed
+        if c["cell_type"] != "code":
+            continue
+        for line in "".join(c["source"]).splitlines():
+            if LITERAL_SEED.search(line.split("#")[0]):
+                bad.append(f"cell {i}: {line.strip()}")
+    assert not bad, f"{path.name}: seeds not wrapped in book_seed(...):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_assert_cells_can_be_opened(path):
+    # "(asserted)" in the text points at code the reader can open: hide-input, not remove-input
+    hidden = [i for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+              and "remove-input" in c.get("metadata", {}).get("tags", [])
+              and re.search(r"^\s*assert\b", "".join(c["source"]), flags=re.M)]
+    assert not hidden, f"{path.name}: cells {hidden} assert with their code removed"

@@ -124,3 +124,23 @@ def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
     assert all(math.isfinite(v) for v in smoked) and smoked != normal  # bf16 did run
     monkeypatch.delenv("BOOK_SMOKE")
     assert losses()[0] == normal  # and nothing leaks into the next normal run
+
+
+def test_book_seed_shifts_by_the_environment(monkeypatch):
+    from transformer_book.utils import book_seed, seed_offset, setup
+    monkeypatch.delenv("BOOK_SEED", raising=False)
+    assert seed_offset() == 0 and book_seed(7) == 7
+    monkeypatch.setenv("BOOK_SEED", "2")
+    assert seed_offset() == 2 and book_seed(0) == 2 and book_seed(123) == 125
+    setup(seed=1, verbose=False)  # seeds with book_seed(1) = 3
+    a = torch.randn(3)
+    seed_everything(3)
+    assert torch.equal(a, torch.randn(3))
+    for bad in ("-1", "one", "1.5"):
+        monkeypatch.setenv("BOOK_SEED", bad)
+        with pytest.raises(ValueError, match="BOOK_SEED"):
+            seed_offset()
+    monkeypatch.setenv("BOOK_SEED", "0")
+    for bad in (-1, 1.0, True, "3"):
+        with pytest.raises(ValueError, match="seed"):
+            book_seed(bad)

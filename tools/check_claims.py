@@ -8,8 +8,10 @@ training steps turn that into a different run. This runs each chapter under
     seed2    BOOK_SEED=2
     1thread  BOOK_SEED=0 on one torch thread (OMP_NUM_THREADS=1)
 
-and prints, for each chapter and setting, "holds" or the assert that failed with the values of
-its parts, read from the failing frame. Usage (from the repository root):
+(any seedN, and seedN-1thread, can be named too, to measure a claim's spread over more seeds)
+and prints, for each chapter and setting, "holds" or each assert that failed with the values of
+its parts, read from the failing frame (after a failed assert the chapter runs on, so one run
+reports all of its failing claims; any other error stops it). Usage (from the repository root):
 
     python tools/check_claims.py 06 08             # chapters by number or path, all settings
     python tools/check_claims.py --all --jobs 2    # every chapter; two at a time, one thread each
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,13 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {  # name -> (BOOK_SEED, torch threads or None for the machine's default)
-    "seed0": (0, None),
-    "seed1": (1, None),
-    "seed2": (2, None),
-    "1thread": (0, 1),
-}
 DEFAULT_SETTINGS = ("seed1", "seed2", "1thread")
+
+
+def parse_setting(name: str) -> tuple[int, int | None]:
+    """'seedN' -> (N, default threads); '1thread' -> (0, 1); 'seedN-1thread' -> (N, 1)."""
+    m = re.fullmatch(r"(?:seed(\d+))?(?:-?(1thread))?", name)
+    if not name or not m:
+        raise ValueError(f"unknown setting {name!r}: expected seedN, 1thread or seedN-1thread")
+    return int(m.group(1) or 0), (1 if m.group(2) else None)
 
 # Runs in the kernel after a cell failed: find the innermost frame of the notebook's own code,
 # the statement that raised there, and (for an assert) the values of its parts.
@@ -98,7 +103,7 @@ def _claims_explain():
                          frame.f_globals, frame.f_locals)
         except Exception:
             continue  # a comprehension's variable, say: nothing to show at this level
-        if callable(value) or type(value).__name__ == "module":
+        if callable(value) or type(value).__name__ in ("module", "generator"):
             continue
         r = repr(value)
         values.append([text, r if len(r) <= 300 else r[:297] + "..."])
@@ -136,7 +141,7 @@ def run_one(path: Path, timeout: int) -> dict:
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
-    result = {"chapter": path.stem, "holds": True}
+    result = {"chapter": path.stem, "holds": True, "failures": []}
     with client.setup_kernel():
         for index, cell in enumerate(list(nb.cells)):
             if cell.cell_type != "code":
@@ -144,7 +149,7 @@ def run_one(path: Path, timeout: int) -> dict:
             try:
                 client.execute_cell(cell, index)
             except CellExecutionError as err:
-                result.update(holds=False, cell=index, error=f"{err.ename}: {err.evalue}"[:500])
+                failure = {"cell": index, "error": f"{err.ename}: {err.evalue}"[:500]}
                 probe = nbformat.v4.new_code_cell(_EXPLAIN)
                 nb.cells.append(probe)
                 try:
@@ -152,19 +157,25 @@ def run_one(path: Path, timeout: int) -> dict:
                     text = "".join(o.get("text", "") for o in probe.outputs)
                     for line in text.splitlines():
                         if line.startswith("CLAIMS-EXPLAIN "):
-                            result.update(json.loads(line[len("CLAIMS-EXPLAIN "):]))
+                            failure.update(json.loads(line[len("CLAIMS-EXPLAIN "):]))
                 except Exception as probe_err:  # the report still names the cell and error
-                    result["explain_error"] = repr(probe_err)[:300]
-                break
+                    failure["explain_error"] = repr(probe_err)[:300]
+                result["holds"] = False
+                result["failures"].append(failure)
+                # an assert cell only checks, so the cells after it can still run and report
+                # their own claims; any other error stops the chapter
+                if err.ename != "AssertionError":
+                    break
             except Exception as err:  # a timeout or a dead kernel
-                result.update(holds=False, cell=index, error=repr(err)[:500])
+                result["holds"] = False
+                result["failures"].append({"cell": index, "error": repr(err)[:500]})
                 break
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
 def run_setting(path: Path, setting: str, threads_override: int | None, timeout: int) -> dict:
-    seed, threads = SETTINGS[setting]
+    seed, threads = parse_setting(setting)
     threads = threads_override or threads
     env = dict(os.environ, BOOK_SEED=str(seed), TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
     env.pop("BOOK_SMOKE", None)
@@ -180,8 +191,8 @@ def run_setting(path: Path, setting: str, threads_override: int | None, timeout:
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CLAIMS-RESULT ")]
     if proc.returncode != 0 or not lines:
-        result = {"chapter": path.stem, "holds": False,
-                  "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:500]}
+        error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:500]
+        result = {"chapter": path.stem, "holds": False, "failures": [{"error": error}]}
     else:
         result = json.loads(lines[-1][len("CLAIMS-RESULT "):])
     result.update(setting=setting, threads=threads or "default", book_seed=seed)
@@ -193,11 +204,12 @@ def describe(r: dict) -> str:
             f"threads {r['threads']}) ")
     if r["holds"]:
         return head + f"holds ({r.get('seconds', '?')} s)"
-    lines = [head + f"FAILS in cell {r.get('cell', '?')} ({r.get('seconds', '?')} s)",
-             f"    {r.get('error', '')}"]
-    if r.get("statement"):
-        lines.append(f"    line {r.get('line', '?')}: {r['statement']}")
-    lines += [f"      {expr} = {value}" for expr, value in r.get("values", [])]
+    lines = [head + f"FAILS ({r.get('seconds', '?')} s)"]
+    for f in r.get("failures", []):
+        lines.append(f"  cell {f.get('cell', '?')}: {f.get('error', '')}")
+        if f.get("statement"):
+            lines.append(f"    line {f.get('line', '?')}: {f['statement']}")
+        lines += [f"      {expr} = {value}" for expr, value in f.get("values", [])]
     return "\n".join(lines)
 
 
@@ -206,7 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("chapters", nargs="*", help="chapter numbers (06), stems or paths")
     ap.add_argument("--all", action="store_true", help="every chapter in book/")
     ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
-                    help=f"comma-separated, of {', '.join(SETTINGS)} (default: %(default)s)")
+                    help="comma-separated: seedN (BOOK_SEED=N), 1thread (BOOK_SEED=0 on one "
+                         "thread) or seedN-1thread (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at once; above 1 every run gets one thread")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
@@ -220,9 +233,11 @@ def main(argv=None) -> int:
     if not args.chapters and not args.all:
         ap.error("name chapters (06 08 ...) or pass --all")
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    unknown = [s for s in settings if s not in SETTINGS]
-    if unknown:
-        ap.error(f"unknown setting(s) {unknown}; expected some of {list(SETTINGS)}")
+    for s in settings:
+        try:
+            parse_setting(s)
+        except ValueError as err:
+            ap.error(str(err))
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
     threads = 1 if args.jobs > 1 else None
