@@ -93,6 +93,30 @@ def _claims_explain():
             collect(node.right, depth + 1)
     collect(stmt.test)
     values, seen = [], set()
+    # all(<generator>) / any(<generator>): the items, with the parts of each comparison
+    for node in [n for n in ast.walk(stmt.test) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Name) and n.func.id in ("all", "any")
+                 and len(n.args) == 1 and isinstance(n.args[0], ast.GeneratorExp)][:2]:
+        gen = node.args[0]
+        target = ast.Tuple([ast.parse(ast.unparse(c.target), mode="eval").body
+                            for c in gen.generators], ast.Load())
+        ops = [o for c in ast.walk(gen.elt) if isinstance(c, ast.Compare)
+               for o in [c.left] + list(c.comparators) if not isinstance(o, ast.Constant)]
+        ops = ops[:6]
+        comp = ast.ListComp(ast.Tuple([target, gen.elt] + ops, ast.Load()), gen.generators)
+        try:
+            rows = eval(compile(ast.fix_missing_locations(ast.Expression(comp)), "<claims>",
+                                "eval"), frame.f_globals, frame.f_locals)
+        except Exception:
+            continue
+        names = ast.unparse(target)
+        for row in rows[:12]:
+            ok = bool(row[1])
+            if node.func.id == "all" and ok:
+                continue
+            detail = ", ".join(f"{ast.unparse(o)} = {v!r}"[:120] for o, v in zip(ops, row[2:]))
+            values.append([f"[{node.func.id}] {names} = {row[0]!r}",
+                           f"{ok}" + (f"; {detail}" if detail else "")])
     for node in parts:
         text = ast.unparse(node)
         if text in seen or len(values) >= 12:
