@@ -155,7 +155,7 @@ def chapter_paths(names: list[str], every: bool) -> list[Path]:
     return paths
 
 
-def run_one(path: Path, timeout: int) -> dict:
+def run_one(path: Path, timeout: int, keep: str | None = None) -> dict:
     """Execute one notebook in a fresh kernel (this process's environment) and report."""
     import nbformat
     from nbclient import NotebookClient
@@ -195,10 +195,13 @@ def run_one(path: Path, timeout: int) -> dict:
                 result["failures"].append({"cell": index, "error": repr(err)[:500]})
                 break
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    if keep:  # the executed notebook, outputs and all, to read the printed numbers
+        nbformat.write(nb, keep)
     return result
 
 
-def run_setting(path: Path, setting: str, threads_override: int | None, timeout: int) -> dict:
+def run_setting(path: Path, setting: str, threads_override: int | None, timeout: int,
+                keep: str | None = None) -> dict:
     seed, threads = parse_setting(setting)
     threads = threads_override or threads
     env = dict(os.environ, BOOK_SEED=str(seed), TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
@@ -212,6 +215,9 @@ def run_setting(path: Path, setting: str, threads_override: int | None, timeout:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(path),
            "--timeout", str(timeout)]
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        cmd += ["--keep", str(Path(keep).resolve() / f"{path.stem}.{setting}.ipynb")]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("CLAIMS-RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -248,11 +254,13 @@ def main(argv=None) -> int:
                     help="runs at once; above 1 every run gets one thread")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--keep", help="write each executed notebook (with its outputs) into this "
+                                   "folder, as CHAPTER.SETTING.ipynb")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one notebook, print JSON
     args = ap.parse_args(argv)
 
     if args.one:
-        print("CLAIMS-RESULT " + json.dumps(run_one(Path(args.one), args.timeout)))
+        print("CLAIMS-RESULT " + json.dumps(run_one(Path(args.one), args.timeout, args.keep)))
         return 0
     if not args.chapters and not args.all:
         ap.error("name chapters (06 08 ...) or pass --all")
@@ -270,7 +278,8 @@ def main(argv=None) -> int:
           + (", one thread each" if threads else ""), flush=True)
     t0, results = time.perf_counter(), []
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_setting, p, s, threads, args.timeout) for p, s in runs]
+        futures = [pool.submit(run_setting, p, s, threads, args.timeout, args.keep)
+                   for p, s in runs]
         for f in futures:  # in order; each line as soon as its run and the ones before end
             results.append(f.result())
             print(describe(results[-1]), flush=True)
