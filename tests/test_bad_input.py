@@ -268,10 +268,10 @@ def test_trainer_rejects_bad_arguments_and_batches():
         t.fit(lambda s: None)
     with pytest.raises(ValueError, match="steps must be an int >= 0, got -3"):
         t.fit(lambda s: None, steps=-3)
-    with pytest.raises(TypeError, match="tuple .* or a dict, got str"):
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) or a dict .* got str"):
         t.fit(lambda s: "a batch", steps=1)
-    with pytest.raises(ValueError, match=r"'targets' entry .* got keys \['idx'\]"):
-        t.fit(lambda s: {"idx": ok_ids()}, steps=1)
+    with pytest.raises(ValueError, match=r"'targets' entry .* got keys \['input_ids'\]"):
+        t.fit(lambda s: {"input_ids": ok_ids()}, steps=1)
     with pytest.raises(ValueError, match=rf"= {V} .*vocab_size={V}"):
         t.fit(lambda s: (torch.full((2, 5), V), ok_ids()), steps=1)
     with pytest.raises(ValueError, match=r"targets must have shape \(2, 5\), got \(2, 4\)"):

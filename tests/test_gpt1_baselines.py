@@ -46,7 +46,7 @@ def test_loss_is_class_loss_plus_weighted_lm_loss():
     lm_t = torch.tensor([[5, 6, 7, 2, -100], [8, 2, -100, -100, -100]])
     lm = with_lm.gpt(ids, targets=lm_t, attention_mask=mask).loss
     assert torch.allclose(out.loss, cls + 0.5 * lm, atol=1e-5)
-    assert torch.allclose(with_lm.last_lm_loss, lm, atol=1e-6)
+    assert torch.allclose(out.lm_loss, lm, atol=1e-6)  # reported on its own
     without = _classifier(0.0)
     assert torch.allclose(without(ids, targets=y, attention_mask=mask).loss, cls, atol=1e-5)
 

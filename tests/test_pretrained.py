@@ -296,8 +296,8 @@ def test_minilm_sentence_embeddings_match_sentence_transformers(minilm_dir):
     assert type(model).__name__ == "Bert" and model.config.n_layers == 6
     batch = WordPieceTokenizer.from_file(minilm_dir / "vocab.txt")(SENTENCES)
     with torch.no_grad():
-        hidden = model(batch["input_ids"], batch["token_type_ids"],
-                       batch["attention_mask"]).hidden
+        hidden = model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                       attention_mask=batch["attention_mask"]).hidden
     got = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1)
     cos = (got * expected).sum(-1)  # (3,)
     assert cos.min() >= 0.99999, cos

@@ -188,7 +188,7 @@ def test_attention_rnn_shapes_and_weights():
     memory = model.encode(src, mask)
     assert memory.shape == (3, 7, 32)  # both directions
     assert memory[0, 4:].abs().max() == 0  # nothing at padding
-    out = model.decode(tgt, memory, mask, return_weights=True)
+    out = model.decode(tgt, memory, src_mask=mask, return_weights=True)
     logits, (w,) = out.logits, out.weights["cross"]
     assert out.weights["self"] == [] and w.shape == (3, 1, 5, 7)  # one layer, one head
     w = w[:, 0]
@@ -242,7 +242,7 @@ def test_attention_rnn_rejects_bad_input():
     with pytest.raises(ValueError, match="memory must have shape"):
         model.decode(tgt, memory[..., :16])
     with pytest.raises(ValueError, match="src_mask must have shape"):
-        model.decode(tgt, memory, torch.ones(2, 4, dtype=torch.bool))
+        model.decode(tgt, memory, src_mask=torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(TypeError, match="src_mask of shape"):
         model.encode(src, torch.ones(2, 1, 1, 5))
     with pytest.raises(ValueError, match="at least one real"):

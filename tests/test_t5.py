@@ -45,9 +45,10 @@ def test_tied_head_rescales_by_d_model_to_the_minus_half():
     src, tgt, mask = batch()
     with torch.no_grad():
         memory = model.encode(src, mask)
-        h = model.decoder(model.shared(tgt), memory=memory, memory_mask=mask.bool()[:, None, None, :])
+        h, _ = model.decoder(model.shared(tgt), memory=memory,
+                             memory_mask=mask.bool()[:, None, None, :])
         expected = F.linear(h * CFG.d_model ** -0.5, model.shared.weight)
-        assert torch.allclose(model(src, tgt, mask).logits, expected, atol=1e-5)
+        assert torch.allclose(model(src, tgt, src_mask=mask).logits, expected, atol=1e-5)
 
 
 def test_encoder_padding_with_mask_changes_nothing_for_real_tokens():
@@ -59,9 +60,9 @@ def test_encoder_padding_with_mask_changes_nothing_for_real_tokens():
     with torch.no_grad():
         assert torch.allclose(model.encode(src), model.encode(padded, mask)[:, :6], atol=1e-5)
         tgt = torch.randint(1, 40, (1, 5))
-        assert torch.allclose(model(src, tgt).logits, model(padded, tgt, mask).logits, atol=1e-5)
+        assert torch.allclose(model(src, tgt).logits, model(padded, tgt, src_mask=mask).logits, atol=1e-5)
         # T5 has a pad_id: without a mask it builds the same one (Hugging Face's T5 does not)
-        assert torch.allclose(model(padded, tgt).logits, model(padded, tgt, mask).logits)
+        assert torch.allclose(model(padded, tgt).logits, model(padded, tgt, src_mask=mask).logits)
 
 
 def test_decoding_with_the_cache_equals_the_full_pass():
@@ -70,10 +71,10 @@ def test_decoding_with_the_cache_equals_the_full_pass():
     src, tgt, mask = batch()
     with torch.no_grad():
         memory = model.encode(src, mask)
-        full = model.decode(tgt, memory, mask).logits
+        full = model.decode(tgt, memory, src_mask=mask).logits
         cache = model.make_cache()
-        steps = [model.decode(tgt[:, :2], memory, mask, cache=cache).logits]
-        steps += [model.decode(tgt[:, t:t + 1], memory, mask, cache=cache).logits
+        steps = [model.decode(tgt[:, :2], memory, src_mask=mask, cache=cache).logits]
+        steps += [model.decode(tgt[:, t:t + 1], memory, src_mask=mask, cache=cache).logits
                   for t in range(2, 6)]
     assert cache.seq_len == 6
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
@@ -89,7 +90,7 @@ def test_shift_right_and_loss():
     y = torch.tensor([[5, 6, 7, -100], [8, 9, -100, -100]])
     assert model.shift_right(y).tolist() == [[0, 5, 6, 7], [0, 8, 9, 0]]
     src, _, mask = batch()
-    out = model(src, model.shift_right(y), mask, targets=y, return_weights=True)
+    out = model(src, model.shift_right(y), src_mask=mask, targets=y, return_weights=True)
     ref = F.cross_entropy(out.logits.reshape(-1, 40), y.reshape(-1), ignore_index=-100)
     assert torch.allclose(out.loss, ref)
     # tgt_in defaults to shift_right(targets); weights come with the loss, per layer
@@ -102,11 +103,11 @@ def test_bad_inputs_raise_clear_errors():
     model = T5(CFG)
     src, tgt, mask = batch()
     with pytest.raises(ValueError, match="src_mask"):
-        model(src, tgt, mask[:, :4])
+        model(src, tgt, src_mask=mask[:, :4])
     with pytest.raises(TypeError, match="src"):
         model.encode(src.float())
     with pytest.raises(ValueError, match="targets"):
-        model(src, tgt, mask, targets=tgt[:, :2])
+        model(src, tgt, src_mask=mask, targets=tgt[:, :2])
 
 
 def test_t5_tiny_fits_a_small_translation_table():

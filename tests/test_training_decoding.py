@@ -190,16 +190,16 @@ def test_trainer_uses_the_models_own_loss_and_accepts_dict_batches():
             super().__init__()
             self.lm = tiny_lm()
 
-        def forward(self, idx, targets=None):
+        def forward(self, input_ids, *, targets=None):
             calls.append(targets is not None)
-            out = self.lm(idx, targets=targets)
+            out = self.lm(input_ids, targets=targets)
             if targets is not None:
                 out.loss = out.loss * 0 + 123.0  # a loss only the model knows
             return out
 
     t = Trainer(Spy(), lr=1e-3, device="cpu", progress=False)
     assert t.compute_loss((x[:, :-1], x[:, 1:])).item() == 123.0 and calls == [True]
-    assert t.compute_loss({"idx": x[:, :-1], "targets": x[:, 1:]}).item() == 123.0
+    assert t.compute_loss({"input_ids": x[:, :-1], "targets": x[:, 1:]}).item() == 123.0
     t.label_smoothing = 0.1  # the model's loss is unsmoothed: the Trainer computes its own
     smoothed = t.compute_loss((x[:, :-1], x[:, 1:]))
     assert calls[-1] is False and 0 < smoothed.item() < 10
@@ -207,10 +207,10 @@ def test_trainer_uses_the_models_own_loss_and_accepts_dict_batches():
     a, b = Trainer(tiny_lm(), lr=1e-2, device="cpu", progress=False), \
         Trainer(tiny_lm(), lr=1e-2, device="cpu", progress=False)
     ha = a.fit(lambda step: (x[:, :-1], x[:, 1:]), steps=3)
-    hb = b.fit(lambda step: {"idx": x[:, :-1], "targets": x[:, 1:]}, steps=3)
+    hb = b.fit(lambda step: {"input_ids": x[:, :-1], "targets": x[:, 1:]}, steps=3)
     assert ha["train_loss"] == hb["train_loss"]
     with pytest.raises(ValueError, match="targets"):
-        b.fit(lambda step: {"idx": x[:, :-1]}, steps=1)
+        b.fit(lambda step: {"input_ids": x[:, :-1]}, steps=1)
 
 
 def test_eval_hook_and_time_budget():
@@ -381,8 +381,8 @@ def test_padded_source_decoded_without_a_mask_equals_each_sentence_alone(name):
             torch.testing.assert_close(batch[i, :len(a)], a)
     if name != "rnn":  # the test can fail: decoding while attending to the padding differs
         memory = model.encode(src)
-        leaky = model.decode(bos, memory, None).logits
-        right = model.decode(bos, memory, model.source_mask(src)).logits
+        leaky = model.decode(bos, memory, src_mask=None).logits
+        right = model.decode(bos, memory, src_mask=model.source_mask(src)).logits
         assert not torch.allclose(leaky[0], right[0], atol=1e-4)
 
 

@@ -99,9 +99,9 @@ def test_incremental_decoding_equals_full_recomputation():
     src_mask = model.source_mask(src)
     tgt = ids(2, 6, seed=1)
     memory = model.encode(src, src_mask)
-    full = model.decode(tgt, memory, src_mask).logits
+    full = model.decode(tgt, memory, src_mask=src_mask).logits
     cache = model.make_cache()
-    steps = [model.decode(tgt[:, t:t + 1], memory, src_mask, cache=cache).logits
+    steps = [model.decode(tgt[:, t:t + 1], memory, src_mask=src_mask, cache=cache).logits
              for t in range(6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.seq_len == 6

@@ -129,7 +129,9 @@ def test_batch_stream_covers_every_example_once_per_epoch():
     get_batch = batch_stream(exs, vocab, batch_size=16, seed=0)
     seen = []
     for step in range(7):  # ceil(100 / 16) batches make one epoch
-        src, _, _ = get_batch(step)
+        batch = get_batch(step)
+        assert sorted(batch) == ["src", "targets", "tgt_in"]  # named as forward names them
+        src = batch["src"]
         seen += [tuple(vocab.decode(r)) for r in src]
     assert sorted(seen) == sorted(tuple(x.src) for x in exs)
-    assert torch.equal(get_batch(3)[0], batch_stream(exs, vocab, 16, seed=0)(3)[0])
+    assert torch.equal(get_batch(3)["src"], batch_stream(exs, vocab, 16, seed=0)(3)["src"])

@@ -108,7 +108,7 @@ def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
     def losses():
         torch.manual_seed(0)
         model = build("gpt2-tiny", n_layers=1)
-        batch = {"idx": torch.randint(0, 256, (2, 8)), "targets": torch.randint(0, 256, (2, 8))}
+        batch = {"input_ids": torch.randint(0, 256, (2, 8)), "targets": torch.randint(0, 256, (2, 8))}
         tr = Trainer(model, device="cpu", progress=False)
         tr.fit(lambda step: batch, steps=3)
         return [v for _, v in tr.history["train_loss"]], tr

@@ -3,32 +3,53 @@
 See chapters 6 (translation) and 10 (GPT-2 generation).
 
 Works on any model of the book that follows one of two protocols:
-  decoder-only:     model(idx, cache=cache).logits -> (B, T, V)
+  decoder-only:     model(ids, cache=cache).logits -> (B, T, V)
   encoder-decoder:  model.source_mask(src, src_mask) -> bool (B, 1, 1, S) or None
                     model.encode(src, src_mask) -> memory (B, S, C)
-                    model.decode(tgt, memory, src_mask, cache=cache).logits -> (B, T, V)
+                    model.decode(tgt, memory, src_mask=..., cache=cache).logits -> (B, T, V)
 (a model returning a plain logits tensor works too). The source mask is built once, by the
 model's own ``source_mask``, and handed to both encode and decode, so a padded source is
 decoded exactly as ``forward`` reads it, with or without an explicit ``src_mask``.
 A model that offers ``make_cache()`` is fed one new token per step and keeps its keys and
 values in the cache; a model without it (or ``use_cache=False``) recomputes the whole prefix.
+A model whose forward (or decode) takes ``last_only`` computes the logits of the last
+position only: a step needs nothing else.
+
+Prompts of different lengths go in one batch left-padded, with ``attention_mask`` (B, T0),
+1/True at real tokens (decoder-only models that take ``position_ids``, such as GPT): each
+row's real tokens get positions 0, 1, ... as if the row were alone, and padding is never
+attended to. A prompt plus ``max_new_tokens`` longer than the model's ``config.max_len`` is
+refused before decoding starts.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
+from .masks import as_padding_mask
 from .models.output import check_token_ids
 
 __all__ = ["greedy", "sample", "beam_search", "filter_logits"]
+
+
+def _takes(fn, name: str) -> bool:
+    """Whether the callable ``fn`` accepts a keyword argument ``name``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _Stepper:
     """Feeds a growing prefix to a model, with or without a KV cache.
 
     ``next_logits(tokens)`` returns the logits (B, V) of the position after ``tokens`` (B, T).
+    ``mask`` (B, T0) bool, True at real prompt tokens (left padding), grows by one real
+    column per generated token.
     """
 
-    def __init__(self, model, src=None, src_mask=None, use_cache=True):
+    def __init__(self, model, src=None, src_mask=None, use_cache=True, mask=None):
         self.model = model
         self.enc_dec = hasattr(model, "encode") and hasattr(model, "decode")
         if src is not None and not self.enc_dec:
@@ -41,29 +62,76 @@ class _Stepper:
         self.memory = model.encode(src, src_mask) if self.enc_dec else None
         self.cache = model.make_cache() if use_cache and hasattr(model, "make_cache") else None
         self.fed = 0  # how many prefix tokens the cache already holds
+        step = model.decode if self.enc_dec else model.forward
+        self.last_only = _takes(step, "last_only")
+        self.mask = mask
 
-    def _call(self, tokens):
+    def _call(self, tokens, start: int):
+        kw = {"cache": self.cache}
+        if self.last_only:
+            kw["last_only"] = True
         if self.enc_dec:
-            out = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
+            out = self.model.decode(tokens, self.memory, src_mask=self.src_mask, **kw)
         else:
-            out = self.model(tokens, cache=self.cache)
+            if self.mask is not None:
+                T_k = start + tokens.shape[1]
+                kw["attention_mask"] = self.mask[:, :T_k]  # (B, T_k)
+                positions = (self.mask[:, :T_k].long().cumsum(1) - 1).clamp(min=0)
+                kw["position_ids"] = positions[:, start:]  # (B, T): real tokens from 0
+            out = self.model(tokens, **kw)
         return getattr(out, "logits", out)  # a ModelOutput, or a plain logits tensor
 
     def next_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None and self.mask.shape[1] < tokens.shape[1]:
+            grow = tokens.shape[1] - self.mask.shape[1]  # generated tokens are real
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.mask), grow)], 1)
         if self.cache is None:
-            return self._call(tokens)[:, -1]  # (B, V)
+            return self._call(tokens, 0)[:, -1]  # (B, V)
         new = tokens[:, self.fed:]  # (B, T_new): the whole prompt first, then one token a step
-        self.fed = tokens.shape[1]
-        return self._call(new)[:, -1]  # (B, V)
+        start, self.fed = self.fed, tokens.shape[1]
+        return self._call(new, start)[:, -1]  # (B, V)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` of the batch (beam search); also the memory and its mask."""
         if self.cache is not None:
             self.cache.reorder(index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
             if self.src_mask is not None:
                 self.src_mask = self.src_mask.index_select(0, index)
+
+
+def _prompt_mask(model, prompt: torch.Tensor, attention_mask) -> torch.Tensor | None:
+    """The prompt's mask as (B, T0) bool, checked to be left padding (every row's real tokens
+    at its end, at least one), for a decoder-only model that takes position ids."""
+    if attention_mask is None:
+        return None
+    if hasattr(model, "encode") and hasattr(model, "decode"):
+        raise ValueError("attention_mask is for decoder-only prompts; an encoder-decoder "
+                         "reads its source's padding from src_mask")
+    if not _takes(model.forward, "position_ids"):
+        raise ValueError(f"{type(model).__name__} takes no position_ids, so it cannot read a "
+                         "left-padded prompt as if each row were alone")
+    B, T = prompt.shape
+    keep = as_padding_mask(attention_mask, B, T)[:, 0, 0]  # (B, T)
+    n_real = keep.long().sum(1)  # (B,)
+    left_padded = keep == (torch.arange(T, device=keep.device) >= T - n_real[:, None])
+    if not bool((left_padded.all(1) & (n_real > 0)).all()):
+        raise ValueError("attention_mask must left-pad the prompts: in every row, padding "
+                         "(0/False) first, then at least one real token (1/True) up to the end")
+    return keep
+
+
+def _check_room(model, prompt: torch.Tensor, max_new_tokens: int) -> None:
+    """Refuse a generation that would run past the model's ``config.max_len`` positions."""
+    max_len = getattr(getattr(model, "config", None), "max_len", None)
+    if max_len is not None and prompt.shape[1] + max_new_tokens > max_len:
+        raise ValueError(f"a prompt of {prompt.shape[1]} tokens plus max_new_tokens="
+                         f"{max_new_tokens} needs {prompt.shape[1] + max_new_tokens} "
+                         f"positions, more than the model's max_len={max_len}: shorten the "
+                         "prompt or ask for fewer tokens")
 
 
 def _check_prompt(prompt: torch.Tensor, max_new_tokens=0, src=None) -> None:
@@ -79,13 +147,16 @@ def _check_prompt(prompt: torch.Tensor, max_new_tokens=0, src=None) -> None:
                          f"prompt row, got {got}")
 
 
-def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache):
+def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache,
+              attention_mask):
     _check_prompt(prompt, max_new_tokens, src)
+    _check_room(model, prompt, max_new_tokens)
+    mask = _prompt_mask(model, prompt, attention_mask)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            stepper = _Stepper(model, src, src_mask, use_cache)
+            stepper = _Stepper(model, src, src_mask, use_cache, mask)
             tokens = prompt
             done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
             for _ in range(max_new_tokens):
@@ -102,18 +173,20 @@ def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_ca
 
 
 def greedy(model, prompt, max_new_tokens: int, eos_id=None, src=None, src_mask=None,
-           use_cache: bool = True) -> torch.Tensor:
+           use_cache: bool = True, attention_mask=None) -> torch.Tensor:
     """Always take the most likely next token.
 
     Args:
         prompt: (B, T) token ids (for an encoder-decoder: the BOS column).
         src, src_mask: the source (B, S) and, for encoder-decoders, its padding mask (B, S) or
             (B, 1, 1, S); None builds it from the model's pad id, exactly as forward does.
+        attention_mask: (B, T) 1/True at real prompt tokens, for prompts of different
+            lengths left-padded into one batch (decoder-only models).
     Returns:
         (B, T + n) token ids, n <= max_new_tokens (stops early once every row emitted eos_id).
     """
     return _generate(model, prompt, max_new_tokens, lambda logits: logits.argmax(-1),
-                     eos_id, src, src_mask, use_cache)
+                     eos_id, src, src_mask, use_cache, attention_mask)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None):
@@ -138,10 +211,10 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 
 def sample(model, prompt, max_new_tokens: int, temperature: float = 1.0, top_k=None, top_p=None,
            eos_id=None, src=None, src_mask=None, generator: torch.Generator | None = None,
-           use_cache: bool = True) -> torch.Tensor:
+           use_cache: bool = True, attention_mask=None) -> torch.Tensor:
     """Draw each next token from softmax(logits / temperature), optionally top-k / top-p filtered.
 
-    Returns (B, T + n) token ids.
+    Arguments as :func:`greedy`. Returns (B, T + n) token ids.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (use greedy for the limit 0), got {temperature}")
@@ -150,7 +223,8 @@ def sample(model, prompt, max_new_tokens: int, temperature: float = 1.0, top_k=N
         probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-    return _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache)
+    return _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_cache,
+                     attention_mask)
 
 
 def _length_penalty(n, alpha: float):
@@ -175,7 +249,8 @@ def _keep_best(scores, tokens, lengths, k: int):
 
 
 def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_penalty: float = 0.6,
-                eos_id=None, src=None, src_mask=None, use_cache: bool = True) -> torch.Tensor:
+                eos_id=None, src=None, src_mask=None, use_cache: bool = True,
+                attention_mask=None) -> torch.Tensor:
     """Keep the ``beam_size`` most probable prefixes; return the best hypothesis per row.
 
     A hypothesis is ranked by its log-probability divided by GNMT's length penalty
@@ -186,15 +261,16 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
     Args:
         prompt: (B, T0) token ids (for an encoder-decoder: the BOS column).
         src, src_mask: the source (B, S) and its padding mask, as for :func:`greedy`.
+        attention_mask: left-padded prompts' mask (B, T0), as for :func:`greedy`.
     Returns:
         (B, T0 + n) token ids, n <= max_new_tokens; a row shorter than the longest is padded
         with eos_id (0 without one).
     """
     _check_prompt(prompt, max_new_tokens, src)
+    _check_room(model, prompt, max_new_tokens)
+    mask = _prompt_mask(model, prompt, attention_mask)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     B, T0 = prompt.shape
     K, dev = beam_size, prompt.device
     L = T0 + max_new_tokens  # the longest hypothesis
@@ -212,7 +288,8 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
             if src is not None:
                 src = src.index_select(0, rows)  # (B*K, S)
                 src_mask = src_mask.index_select(0, rows) if src_mask is not None else None
-            stepper = _Stepper(model, src, src_mask, use_cache)
+            mask = mask.index_select(0, rows) if mask is not None else None  # (B*K, T)
+            stepper = _Stepper(model, src, src_mask, use_cache, mask)
             tokens = prompt.index_select(0, rows)  # (B*K, T)
             live = torch.full((B, K), NEG, device=dev)  # summed log-probabilities
             live[:, 0] = 0.0  # the K beams start identical: keep one, or all K would tie

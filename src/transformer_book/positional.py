@@ -68,10 +68,24 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.zeros(max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int = 0,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) plus the vectors of positions offset .. offset + T - 1, or of
+        ``positions`` (B, T) when given (a left-padded batch: each row's own positions)."""
         _check_positions(x, self.d_model, self.max_len, offset)
         T = x.shape[1]
-        return x + self.weight[offset:offset + T]  # (B, T, C)
+        if positions is None:
+            return x + self.weight[offset:offset + T]  # (B, T, C)
+        if (not isinstance(positions, torch.Tensor) or positions.shape != x.shape[:2]
+                or positions.dtype not in (torch.int64, torch.int32)):
+            got = (f"{tuple(positions.shape)} {positions.dtype}"
+                   if isinstance(positions, torch.Tensor) else type(positions).__name__)
+            raise ValueError(f"position_ids must be integers of shape (B, T) = "
+                             f"{tuple(x.shape[:2])}, got {got}")
+        if bool(((positions < 0) | (positions >= self.max_len)).any()):
+            raise ValueError(f"position_ids must lie in [0, max_len={self.max_len}), got "
+                             f"values from {int(positions.min())} to {int(positions.max())}")
+        return x + self.weight[positions]  # (B, T, C)
 
 
 def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,

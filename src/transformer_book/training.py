@@ -218,6 +218,30 @@ def _takes_targets(model: nn.Module) -> bool:
         return False
 
 
+def _read_batch(batch):
+    """(args, kwargs, targets) of the model call the default loss makes for ``batch``: a dict
+    with "targets", or a pair (inputs, targets); see ``Trainer``."""
+    if isinstance(batch, dict):
+        kwargs = dict(batch)
+        if "targets" not in kwargs:
+            raise ValueError(f"a dict batch needs a 'targets' entry for the default loss, "
+                             f"got keys {sorted(batch)}")
+        return (), kwargs, kwargs.pop("targets")
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        inputs, targets = batch
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"a pair batch is (inputs, targets) with one input tensor, got "
+                            f"inputs of type {type(inputs).__name__}: pass several inputs "
+                            "as a dict naming each one")
+        return (inputs,), {}, targets
+    what = (f"a {type(batch).__name__} of {len(batch)}"
+            if isinstance(batch, (tuple, list)) else type(batch).__name__)
+    raise TypeError(f"get_batch must return (inputs, targets) or a dict that names every "
+                    f"input and the targets, got {what}: for more than one input use a dict, "
+                    "e.g. {'input_ids': ids, 'attention_mask': mask, 'targets': y}, so that "
+                    "no input is read as another (a mask passed where segment ids go)")
+
+
 class Trainer:
     """Train a model on batches from ``get_batch(step)``.
 
@@ -227,11 +251,16 @@ class Trainer:
         schedule: None (constant) or a callable step -> multiplier of ``lr``.
         grad_clip: max global gradient norm (None: no clipping).
         label_smoothing: epsilon of the default loss.
-        loss_fn: loss_fn(model, batch) -> scalar. Default: the model's own loss, from
-            ``model(*batch[:-1], targets=batch[-1])`` for a tuple batch or ``model(**batch)``
-            for a dict batch (which holds "targets"), when the model takes ``targets`` and
-            ``label_smoothing`` is 0; otherwise label-smoothed cross-entropy of the output's
-            logits against the targets (ignore_index -100).
+        loss_fn: loss_fn(model, batch) -> scalar. Default: the model's own loss (when it takes
+            ``targets`` and ``label_smoothing`` is 0), otherwise label-smoothed cross-entropy
+            of the output's logits against the targets (ignore_index -100). The default reads
+            two forms of batch, and no other:
+              a dict, every input named as the model's forward names it, and "targets":
+                {"input_ids": ids, "attention_mask": m, "targets": y} -> model(**inputs,
+                targets=y); an encoder-decoder: {"src": s, "tgt_in": t, "targets": y};
+              a pair (inputs, targets), one input tensor: model(inputs, targets=targets).
+            A longer tuple is refused: its middle entries have no names, and a model would
+            have to guess what each one is (a mask read as segment ids trains without a word).
         eval_fn: eval_fn(model) -> dict of numbers, run every ``eval_every`` steps and at the end.
     Attributes:
         history: dict of lists of (step, value): "train_loss", "lr", and eval_fn's keys.
@@ -280,14 +309,7 @@ class Trainer:
     def compute_loss(self, batch) -> torch.Tensor:
         if self.loss_fn is not None:
             return self.loss_fn(self.model, batch)
-        if isinstance(batch, dict):
-            args, kwargs = (), dict(batch)
-            targets = kwargs.pop("targets", None)
-        else:
-            args, kwargs, targets = batch[:-1], {}, batch[-1]
-        if targets is None:
-            raise ValueError(f"a dict batch needs a 'targets' entry for the default loss, "
-                             f"got keys {sorted(batch)}")
+        args, kwargs, targets = _read_batch(batch)
         own = self.label_smoothing == 0 and _takes_targets(self.model)
         if own:
             kwargs["targets"] = targets
@@ -299,15 +321,15 @@ class Trainer:
         return label_smoothed_cross_entropy(logits, targets, self.label_smoothing)
 
     def _to_device(self, batch):
+        """Every tensor of the batch (a tensor, or a dict, tuple or list of them) on the
+        Trainer's device."""
         if isinstance(batch, torch.Tensor):
-            batch = (batch,)
+            return batch.to(self.device)
         if isinstance(batch, dict):
-            return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
-                    for k, v in batch.items()}
-        if not isinstance(batch, (tuple, list)):
-            raise TypeError(f"get_batch must return a tuple (inputs..., targets) or a dict, "
-                            f"got {type(batch).__name__}")
-        return tuple(b.to(self.device) if isinstance(b, torch.Tensor) else b for b in batch)
+            return {k: self._to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (tuple, list)):
+            return tuple(self._to_device(b) for b in batch)
+        return batch
 
     def evaluate(self) -> dict:
         if self.eval_fn is None:

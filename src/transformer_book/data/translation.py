@@ -385,7 +385,9 @@ def encode_batch(examples: list[Example], vocab: Vocab):
 
 
 def batch_stream(examples: list[Example], vocab: Vocab, batch_size: int, seed: int = 0):
-    """``get_batch(step)`` for the Trainer: batches of similar length, in a shuffled order.
+    """``get_batch(step)`` for the Trainer: batches of similar length, in a shuffled order,
+    each a dict {"src": (B, S), "tgt_in": (B, T), "targets": (B, T)} (``encode_batch``'s three
+    tensors, named as the encoder-decoders' forward names them).
 
     Sorting by length before cutting batches keeps padding (wasted compute) small; the batch
     order is reshuffled every epoch from ``seed``.
@@ -393,7 +395,8 @@ def batch_stream(examples: list[Example], vocab: Vocab, batch_size: int, seed: i
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i]), i))
     batches = [[examples[i] for i in order[k:k + batch_size]]
                for k in range(0, len(order), batch_size)]
-    encoded = [encode_batch(b, vocab) for b in batches]
+    encoded = [dict(zip(("src", "tgt_in", "targets"), encode_batch(b, vocab)))
+               for b in batches]
 
     def get_batch(step: int):
         epoch, k = divmod(step, len(encoded))

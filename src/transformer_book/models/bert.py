@@ -23,6 +23,7 @@ from ..layers import ACTIVATIONS, Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
 from .output import ModelOutput, check_token_ids, cross_entropy
+from .shared import run_blocks
 
 __all__ = ["BertConfig", "Bert", "BertForMaskedLM", "BertForClassification", "BERT_PRESETS",
            "mean_pool"]
@@ -71,8 +72,9 @@ def _init_bert(module: nn.Module) -> None:
 class Bert(nn.Module):
     """The BERT encoder (and its [CLS] pooler).
 
-    forward(input_ids, token_type_ids=None, attention_mask=None, return_weights=False):
-        input_ids: (B, T) token ids; token_type_ids: (B, T) segment ids (default all 0);
+    forward(input_ids, *, token_type_ids=None, attention_mask=None, return_weights=False):
+        input_ids: (B, T) token ids; the rest is keyword-only (a mask can never be read as
+        segment ids); token_type_ids: (B, T) segment ids (default all 0);
         attention_mask: (B, T) with 1/True at real tokens and 0/False at padding, or bool
         (B, 1, 1, T) (default None: every position is real, as in the reference implementation).
         Returns a ModelOutput whose ``hidden`` holds the last hidden states (B, T, C)
@@ -102,7 +104,7 @@ class Bert(nn.Module):
         (BERT's scheme; post-norm needs no depth-dependent scaling)."""
         _init_bert(self)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids=None, attention_mask=None,
+    def forward(self, input_ids: torch.Tensor, *, token_type_ids=None, attention_mask=None,
                 return_weights: bool = False) -> ModelOutput:
         c = self.config
         check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
@@ -117,14 +119,9 @@ class Bert(nn.Module):
             check_token_ids(token_type_ids, c.n_segments, None, "token_type_ids")
         mask = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T)
         x = self.tok_emb(input_ids) + self.seg_emb(token_type_ids)  # (B, T, C)
-        x = self.drop(self.emb_norm(self.pos_emb(x)))
-        weights = {"self": [], "cross": []}
-        for block in self.blocks:
-            x = block(x, mask=mask, return_weights=return_weights)
-            if return_weights:
-                x, w = x
-                weights["self"].append(w["self"])  # (B, H, T, T)
-        return ModelOutput(None, weights=weights if return_weights else None, hidden=x)
+        x = self.drop(self.emb_norm(self.pos_emb(x)))  # BERT's one extra LayerNorm: here
+        x, weights = run_blocks(self.blocks, x, mask=mask, return_weights=return_weights)
+        return ModelOutput(None, weights=weights, hidden=x)
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.pooler is None:
@@ -142,10 +139,17 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) 
     return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)  # (B, C)
 
 
+def _with_loss(enc: ModelOutput, logits: torch.Tensor, targets) -> ModelOutput:
+    """A head's output: its logits, the loss against ``targets`` (None without), and the
+    encoder's weights and hidden states."""
+    loss = None if targets is None else cross_entropy(logits, targets)
+    return ModelOutput(logits, loss, enc.weights, hidden=enc.hidden)
+
+
 class BertForMaskedLM(nn.Module):
     """BERT with its masked-language-model head; the decoder shares the token embedding.
 
-    forward(input_ids, token_type_ids=None, attention_mask=None, targets=None,
+    forward(input_ids, *, token_type_ids=None, attention_mask=None, targets=None,
             return_weights=False):
         targets: (B, T) original ids at masked positions and -100 elsewhere.
         Returns a ModelOutput: logits (B, T, V), loss (with targets), weights (as ``Bert``).
@@ -166,18 +170,18 @@ class BertForMaskedLM(nn.Module):
         """BERT's scheme (see ``Bert.init_weights``) for the encoder and the head."""
         _init_bert(self)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, targets=None,
+    def forward(self, input_ids, *, token_type_ids=None, attention_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
-        enc = self.bert(input_ids, token_type_ids, attention_mask, return_weights=return_weights)
+        enc = self.bert(input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                        return_weights=return_weights)
         logits = self.decoder(self.norm(self.act(self.transform(enc.hidden))))  # (B, T, V)
-        loss = None if targets is None else cross_entropy(logits, targets)
-        return ModelOutput(logits, loss, enc.weights, hidden=enc.hidden)
+        return _with_loss(enc, logits, targets)
 
 
 class BertForClassification(nn.Module):
     """BERT, the pooled [CLS] vector, dropout and a linear layer to ``config.n_classes`` logits.
 
-    forward(input_ids, token_type_ids=None, attention_mask=None, targets=None,
+    forward(input_ids, *, token_type_ids=None, attention_mask=None, targets=None,
             return_weights=False):
         targets: (B,) class ids (-100 = ignore).
         Returns a ModelOutput: logits (B, n_classes), loss (with targets), weights (as ``Bert``).
@@ -195,9 +199,9 @@ class BertForClassification(nn.Module):
         """BERT's scheme (see ``Bert.init_weights``) for the encoder and the head."""
         _init_bert(self)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, targets=None,
+    def forward(self, input_ids, *, token_type_ids=None, attention_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
-        enc = self.bert(input_ids, token_type_ids, attention_mask, return_weights=return_weights)
+        enc = self.bert(input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                        return_weights=return_weights)
         logits = self.classifier(self.drop(self.bert.pool(enc.hidden)))  # (B, n_classes)
-        loss = None if targets is None else cross_entropy(logits, targets)
-        return ModelOutput(logits, loss, enc.weights, hidden=enc.hidden)
+        return _with_loss(enc, logits, targets)

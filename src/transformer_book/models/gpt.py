@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 
 from ..attention import Cache
-from ..layers import Block, LayerNorm, _dropout
+from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
 from .output import ModelOutput, check_token_ids, cross_entropy
+from .shared import last_real_index, run_blocks
 
 __all__ = ["GPTConfig", "GPT", "GPT_PRESETS"]
 
@@ -58,13 +59,18 @@ GPT_PRESETS = {
 class GPT(nn.Module):
     """Decoder-only Transformer language model.
 
-    forward(idx, targets=None, attention_mask=None, cache=None, return_weights=False):
-        idx: (B, T) token ids; targets: (B, T) with -100 where no loss is wanted;
+    forward(input_ids, *, attention_mask=None, position_ids=None, targets=None, cache=None,
+            last_only=False, return_weights=False):
+        input_ids: (B, T) token ids; everything after it is keyword-only;
         attention_mask: (B, T_k) bool or 0/1 (1 = real token), or bool (B, 1, 1, T_k), where
         T_k = cached positions + T; default None: every position is real (GPT has no pad id);
-        cache: a Cache from ``make_cache()`` for incremental decoding.
+        position_ids: (B, T) the position of each token (default: offset, offset + 1, ...);
+        a left-padded prompt passes its real tokens' positions counted from 0;
+        targets: (B, T) with -100 where no loss is wanted;
+        cache: a Cache from ``make_cache()`` for incremental decoding;
+        last_only: logits for the last position only, (B, 1, V) (generation).
         Returns a ModelOutput: logits (B, T, V), loss (with targets), weights
-        {"self": [(B, H, T, T_k)] * n_layers, "cross": []} (with return_weights).
+        {"self": [(B, H, T, T_k)] * n_layers, "cross": []} (with return_weights), hidden.
     See chapters 8 and 10.
     """
 
@@ -108,26 +114,28 @@ class GPT(nn.Module):
     def make_cache(self) -> Cache:
         return Cache(self.config.n_layers)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                attention_mask=None, cache: Cache | None = None,
-                return_weights: bool = False) -> ModelOutput:
+    def forward(self, input_ids: torch.Tensor, *, attention_mask=None, position_ids=None,
+                targets: torch.Tensor | None = None, cache: Cache | None = None,
+                last_only: bool = False, return_weights: bool = False) -> ModelOutput:
         offset = cache.seq_len if cache is not None else 0
-        check_token_ids(idx, self.config.vocab_size, self.config.max_len, "idx", offset)
-        B, T = idx.shape
+        c = self.config
+        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids", offset)
+        B, T = input_ids.shape
+        if last_only and targets is not None:
+            raise ValueError("last_only=True computes no loss: the targets need every "
+                             "position's logits")
         mask = as_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, T_k)
-        x = _dropout(self.drop, self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T, C)
-        weights = {"self": [], "cross": []}
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask=mask, cache=cache[i] if cache is not None else None,
-                      return_weights=return_weights)
-            if return_weights:
-                x, w = x
-                weights["self"].append(w["self"])  # (B, H, T, T_k)
+        x = self.pos_emb(self.tok_emb(input_ids), offset=offset,
+                         positions=position_ids)  # (B, T, C)
+        x = self.drop(x)
+        x, weights = run_blocks(self.blocks, x, mask=mask, cache=cache,
+                                return_weights=return_weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.lm_head(x)  # (B, T, V)
+        # generation reads only the next token's scores: skip the other T - 1 rows
+        logits = self.lm_head(x[:, -1:] if last_only else x)  # (B, T, V) or (B, 1, V)
         loss = None if targets is None else cross_entropy(logits, targets)
-        return ModelOutput(logits, loss, weights if return_weights else None, hidden=x)
+        return ModelOutput(logits, loss, weights, hidden=x)
 
 
 # ----------------------------------------------------------------------------- GPT-1 fine-tuning
@@ -174,13 +182,12 @@ class GPT1Classifier(nn.Module):
     the loss is cross-entropy on the class plus ``lm_weight`` times the language-modelling loss
     on the same input (the paper's auxiliary objective, lambda = 0.5).
 
-    forward(idx, targets=None, attention_mask=None, return_weights=False):
-        idx: (B, T) token ids; targets: (B,) class ids (-100 ignored);
-        attention_mask: (B, T) bool or 0/1, real tokens first (right padding).
-        Returns a ModelOutput: logits (B, n_classes), loss (with targets), weights, and
-        hidden (B, T, C), the GPT's final states.
-    Attributes:
-        last_lm_loss: the auxiliary LM loss of the last forward with targets (a tensor).
+    forward(input_ids, *, attention_mask=None, targets=None, return_weights=False):
+        input_ids: (B, T) token ids; attention_mask: (B, T) bool or 0/1, real tokens first
+        (right padding); targets: (B,) class ids (-100 ignored).
+        Returns a ModelOutput: logits (B, n_classes), loss (with targets: the class loss plus
+        lm_weight times the LM loss), lm_loss (the auxiliary LM loss alone, with targets and
+        lm_weight > 0), weights, and hidden (B, T, C), the GPT's final states.
     See chapter 8.
     """
 
@@ -200,7 +207,6 @@ class GPT1Classifier(nn.Module):
         self.head = nn.Linear(config.gpt.d_model, config.n_classes)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.last_lm_loss = None
 
     @classmethod
     def from_pretrained(cls, gpt: GPT, n_classes: int, lm_weight: float = 0.5,
@@ -209,34 +215,33 @@ class GPT1Classifier(nn.Module):
         return cls(GPT1ClassifierConfig(n_classes=n_classes, lm_weight=lm_weight,
                                         dropout=dropout), gpt=gpt)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                attention_mask=None, return_weights: bool = False) -> ModelOutput:
-        B, T = idx.shape if idx.dim() == 2 else (None, None)
+    def forward(self, input_ids: torch.Tensor, *, attention_mask=None,
+                targets: torch.Tensor | None = None,
+                return_weights: bool = False) -> ModelOutput:
+        c = self.config.gpt
+        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")  # before any use
+        B, T = input_ids.shape
+        keep = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T) or None
+        keep = (torch.ones(B, T, dtype=torch.bool, device=input_ids.device) if keep is None
+                else keep[:, 0, 0])  # (B, T)
+        last = last_real_index(keep)  # (B,): the extract token
         lm_targets = None
         want_lm = targets is not None and self.config.lm_weight > 0
         if want_lm:
-            lm_targets = torch.full_like(idx, -100)  # (B, T): position t predicts idx[t + 1]
-            lm_targets[:, :-1] = idx[:, 1:]
-            if attention_mask is not None:
-                real = as_padding_mask(attention_mask, B, T)[:, 0, 0]  # (B, T)
-                lm_targets[:, :-1].masked_fill_(~real[:, 1:], -100)
-        out = self.gpt(idx, targets=lm_targets, attention_mask=attention_mask,
+            # position t predicts input_ids[t + 1]; no target at or after padding
+            lm_targets = torch.full_like(input_ids, -100)  # (B, T)
+            lm_targets[:, :-1] = input_ids[:, 1:].masked_fill(~keep[:, 1:], -100)
+        out = self.gpt(input_ids, targets=lm_targets, attention_mask=attention_mask,
                        return_weights=return_weights)
-        if attention_mask is None:
-            last = torch.full((B,), T - 1, dtype=torch.long, device=idx.device)
-        else:
-            last = as_padding_mask(attention_mask, B, T)[:, 0, 0].long().sum(1) - 1  # (B,)
-            if bool((last < 0).any()):
-                raise ValueError("attention_mask has a row with no real token")
-        h = out.hidden[torch.arange(B, device=idx.device), last]  # (B, C)
+        h = out.hidden[torch.arange(B, device=input_ids.device), last]  # (B, C)
         logits = self.head(self.drop(h))  # (B, n_classes)
-        loss = None
+        loss = lm_loss = None
         if targets is not None:
             loss = cross_entropy(logits, targets)
             if want_lm:
-                self.last_lm_loss = out.loss.detach()
-                loss = loss + self.config.lm_weight * out.loss
-        return ModelOutput(logits, loss, out.weights, hidden=out.hidden)
+                lm_loss = out.loss
+                loss = loss + self.config.lm_weight * lm_loss
+        return ModelOutput(logits, loss, out.weights, hidden=out.hidden, lm_loss=lm_loss)
 
 
 GPT1_CLASSIFIER_PRESETS = {

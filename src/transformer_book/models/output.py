@@ -31,12 +31,15 @@ class ModelOutput:
             encoder-decoder) and "cross" (empty for single-stack models); encoder-decoders
             add "encoder", the encoder's self-attention.
         hidden: the last hidden states (B, T, C) the head reads, where the model has them.
+        lm_loss: a classifier's auxiliary language-modelling loss, already included in
+            ``loss`` (GPT-1's fine-tuning objective); None elsewhere.
     """
 
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     weights: dict | None = None
     hidden: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
 
 
 def check_token_ids(ids, vocab_size: int | None, max_len: int | None = None, name: str = "idx",

@@ -9,13 +9,13 @@ encoder's final state is the only thing the decoder learns about the source (cha
 it on the same translation task as the Transformer). It follows the book's encoder-decoder
 protocol, so ``transformer_book.decoding.greedy`` and ``beam_search`` work on it:
 
-    source_mask(src, src_mask=None)                -> bool (B, 1, 1, S), True at real tokens
-    encode(src, src_mask=None)                     -> memory (B, L, H): the final state
-    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput, logits (B, T, V)
-    forward(src, tgt_in, src_mask=None, targets=None) -> ModelOutput, logits (B, T, V)
+    source_mask(src, src_mask=None)                   -> bool (B, 1, 1, S), True at real tokens
+    encode(src, src_mask=None)                        -> memory (B, L, H): the final state
+    decode(tgt, memory, *, src_mask=None, cache=None) -> ModelOutput, logits (B, T, V)
+    forward(src, tgt_in, *, src_mask=None, targets=None) -> ModelOutput, logits (B, T, V)
 
 Both models return a ``ModelOutput`` like every model of the book; they have no attention, so
-``return_weights=True`` gives {"self": [], "cross": []}.
+``return_weights=True`` gives {"encoder": [], "self": [], "cross": []}.
 
 It has no ``make_cache``: each decoding step reruns the decoder over the whole prefix.
 
@@ -31,8 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..masks import as_padding_mask, padding_mask
+from ..masks import as_padding_mask
 from .output import ModelOutput, check_token_ids, cross_entropy
+from .shared import check_memory, last_real_index, source_mask
 
 __all__ = ["RNNClassifierConfig", "RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig",
            "RNNSeq2Seq", "RNN_PRESETS", "RNN_CLASSIFIER_PRESETS", "AttentionRNNConfig",
@@ -49,8 +50,8 @@ def _make_rnn(cell: str, d_in: int, d_hidden: int, n_layers: int, dropout: float
                         dropout=dropout if n_layers > 1 else 0.0, **kwargs)
 
 
-def _check_tokens(name: str, idx, vocab_size: int) -> None:
-    check_token_ids(idx, vocab_size, None, name)  # recurrent: no maximum length
+def _check_tokens(name: str, ids, vocab_size: int) -> None:
+    check_token_ids(ids, vocab_size, None, name)  # recurrent: no maximum length
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ class RNNClassifier(nn.Module):
 
     Built from an ``RNNClassifierConfig`` (or ``build("rnn-classifier", cell="lstm", ...)``).
 
-    forward(idx, targets=None, attention_mask=None, return_weights=False):
-        idx (B, T); targets (B,) class ids (-100 = ignore); attention_mask (B, T) bool or 0/1
-        (or bool (B, 1, 1, T)) for a right-padded batch: each row is classified from the state
-        after its last real token. Returns a ModelOutput with logits (B, n_classes).
+    forward(input_ids, *, attention_mask=None, targets=None, return_weights=False):
+        input_ids (B, T); attention_mask (B, T) bool or 0/1 (or bool (B, 1, 1, T)) for a
+        right-padded batch: each row is classified from the state after its last real token
+        (a row with no real token is a ValueError); targets (B,) class ids (-100 = ignore).
+        Returns a ModelOutput with logits (B, n_classes) and hidden, the states (B, T, H).
     ``embed`` and ``classify`` split forward in two so that gradients with respect to each
     input position can be measured. See chapter 1.
     """
@@ -92,40 +94,45 @@ class RNNClassifier(nn.Module):
         self.rnn.reset_parameters()
         self.head.reset_parameters()
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        _check_tokens("idx", idx, self.vocab_size)
-        return self.emb(idx)  # (B, T, C)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        _check_tokens("input_ids", input_ids, self.vocab_size)
+        return self.emb(input_ids)  # (B, T, C)
 
     def classify(self, x: torch.Tensor, last=None) -> torch.Tensor:
         """x (B, T, C) -> logits (B, n_classes), read at position ``last`` (B,) (default T-1)."""
-        out, _ = self.rnn(x)  # (B, T, H)
-        if last is None:
-            return self.head(out[:, -1])  # (B, n_classes)
-        return self.head(out[torch.arange(out.shape[0], device=out.device), last])
+        return self._read(self.rnn(x)[0], last)
 
-    def forward(self, idx: torch.Tensor, targets=None, attention_mask=None,
+    def _read(self, states: torch.Tensor, last=None) -> torch.Tensor:
+        if last is None:
+            return self.head(states[:, -1])  # (B, n_classes)
+        return self.head(states[torch.arange(states.shape[0], device=states.device), last])
+
+    def forward(self, input_ids: torch.Tensor, *, attention_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
-        x = self.embed(idx)  # (B, T, C)
+        x = self.embed(input_ids)  # (B, T, C)
         last = None
         if attention_mask is not None:
-            B, T = idx.shape
+            B, T = input_ids.shape
             keep = as_padding_mask(attention_mask, B, T)[:, 0, 0, :]  # (B, T)
-            last = keep.sum(1) - 1  # (B,): right padding
-        logits = self.classify(x, last)  # (B, n_classes)
+            last = last_real_index(keep)  # (B,): right padding
+        states, _ = self.rnn(x)  # (B, T, H)
+        logits = self._read(states, last)  # (B, n_classes)
         loss = None if targets is None else cross_entropy(logits, targets)
-        return ModelOutput(logits, loss, {"self": [], "cross": []} if return_weights else None)
+        weights = {"self": [], "cross": []} if return_weights else None  # no attention
+        return ModelOutput(logits, loss, weights, hidden=states)
 
 
-def step_gradient_norms(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def step_gradient_norms(model: nn.Module, input_ids: torch.Tensor,
+                        targets: torch.Tensor) -> torch.Tensor:
     """How much of the loss's gradient reaches each input position.
 
-    ``model`` offers ``embed(idx) -> (B, T, C)`` and ``classify(x) -> (B, n_classes)`` (the
+    ``model`` offers ``embed(input_ids) -> (B, T, C)`` and ``classify(x) -> (B, n_classes)`` (the
     RNNClassifier does; chapter 1 gives its attention model the same two methods).
 
     Returns:
         (T,) the norm of d loss / d x_t, averaged over the batch; entry 0 is "step 0".
     """
-    x = model.embed(idx).detach().requires_grad_(True)  # (B, T, C)
+    x = model.embed(input_ids).detach().requires_grad_(True)  # (B, T, C)
     loss = F.cross_entropy(model.classify(x), targets)
     (grad,) = torch.autograd.grad(loss, x)  # (B, T, C)
     return grad.norm(dim=-1).mean(0)  # (T,)
@@ -187,31 +194,30 @@ class RNNSeq2Seq(nn.Module):
     def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
         """``src_mask`` in any accepted form as bool (B, 1, 1, S), or when None, True at
         ``src != pad_id`` (the protocol every encoder-decoder of the book shares)."""
-        if src_mask is not None:
-            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
-        return padding_mask(src, self.config.pad_id)
+        return source_mask(src, src_mask, self.config.pad_id)
 
-    def _lengths(self, src: torch.Tensor, src_mask) -> torch.Tensor:
+    def _keep(self, src: torch.Tensor, src_mask) -> torch.Tensor:
+        """(B, S) bool, True at real source tokens; a row with none is a ValueError."""
         B, S = src.shape
         keep = self.source_mask(src, src_mask).reshape(B, S)  # (B, S)
-        lengths = keep.sum(1)  # (B,)
-        if bool((lengths == 0).any()):
-            raise ValueError("every source sequence needs at least one real (non-pad) token")
-        return lengths
+        last_real_index(keep, "src")  # raises for a row with no real token
+        return keep
 
-    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
-        """src (B, S) right-padded -> memory (B, L, H), the state after each row's last real token.
+    def encode(self, src: torch.Tensor, src_mask=None, *, return_weights: bool = False):
+        """src (B, S) right-padded -> memory (B, L, H), the state after each row's last real token
+        (with ``return_weights``: (memory, []), the encoder has no attention).
 
         Packing the padded batch makes the recurrence stop at each row's own length, so the
         padding never touches the state."""
         _check_tokens("src", src, self.config.src_vocab_size)
-        lengths = self._lengths(src, src_mask)
+        lengths = self._keep(src, src_mask).sum(1)  # (B,)
         x = self.drop(self.src_emb(src))  # (B, S, E)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.encoder(packed)  # (L, B, H), or a pair of them for an LSTM
         if isinstance(state, tuple):
             state = torch.cat(state, dim=0)  # (2L, B, H)
-        return state.transpose(0, 1)  # (B, L, H)
+        memory = state.transpose(0, 1)  # (B, L, H)
+        return (memory, []) if return_weights else memory
 
     def _state(self, memory: torch.Tensor):
         c = self.config
@@ -222,29 +228,32 @@ class RNNSeq2Seq(nn.Module):
         state = memory.transpose(0, 1).contiguous()  # (L, B, H)
         return tuple(state.chunk(2, dim=0)) if c.cell == "lstm" else state
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None, cache=None,
-               return_weights: bool = False) -> ModelOutput:
-        """tgt (B, T) decoder inputs (BOS first) -> ModelOutput, logits (B, T, V).
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask=None, cache=None,
+               last_only: bool = False, return_weights: bool = False) -> ModelOutput:
+        """tgt (B, T) decoder inputs (BOS first) -> ModelOutput, logits (B, T, V) ((B, 1, V)
+        with ``last_only``).
 
         ``src_mask`` is accepted for the protocol and unused: the memory is already a summary."""
         if cache is not None:
             raise ValueError("RNNSeq2Seq keeps no cache; decoding reruns the prefix (cache=None)")
         _check_tokens("tgt", tgt, self.config.tgt_vocab_size)
-        if memory.shape[0] != tgt.shape[0]:
-            raise ValueError(f"memory must have the batch size of tgt ({tgt.shape[0]}), "
-                             f"got memory {tuple(memory.shape)}")
+        c = self.config
+        check_memory(memory, tgt.shape[0], c.d_hidden, "the output of encode")
         y = self.drop(self.tgt_emb(tgt))  # (B, T, E)
         out, _ = self.decoder(y, self._state(memory))  # (B, T, H)
         out = self.drop(out)
-        return ModelOutput(self.lm_head(out), weights={"self": [], "cross": []}
-                           if return_weights else None, hidden=out)  # logits (B, T, V)
+        logits = self.lm_head(out[:, -1:] if last_only else out)  # (B, T, V) or (B, 1, V)
+        weights = {"self": [], "cross": []} if return_weights else None
+        return ModelOutput(logits, weights=weights, hidden=out)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None, targets=None,
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, src_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
         """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T)."""
         out = self.decode(tgt_in, self.encode(src, src_mask), return_weights=return_weights)
         if targets is not None:
             out.loss = cross_entropy(out.logits, targets)
+        if return_weights:
+            out.weights = {"encoder": [], **out.weights}  # no attention in the encoder
         return out
 
 
@@ -299,9 +308,9 @@ class AttentionRNNSeq2Seq(nn.Module):
     Protocol (as RNNSeq2Seq, plus a state cache so decoding costs one step per token):
         source_mask(src, src_mask=None) -> bool (B, 1, 1, S), True at real tokens
         encode(src, src_mask=None)  -> memory (B, S, 2H)
-        decode(tgt, memory, src_mask=None, cache=None, return_weights=False) -> ModelOutput
+        decode(tgt, memory, *, src_mask=None, cache=None, return_weights=False) -> ModelOutput
         make_cache() -> DecoderState
-        forward(src, tgt_in, src_mask=None, targets=None, return_weights=False) -> ModelOutput
+        forward(src, tgt_in, *, src_mask=None, targets=None, return_weights=False) -> ModelOutput
     With ``return_weights`` the additive attention comes back as the one "cross" layer,
     (B, 1, T, S) (one head), like every model of the book.
     """
@@ -331,16 +340,11 @@ class AttentionRNNSeq2Seq(nn.Module):
     # the same source-mask protocol as RNNSeq2Seq (both configs carry pad_id)
     source_mask = RNNSeq2Seq.source_mask
 
-    def _keep(self, src: torch.Tensor, src_mask) -> torch.Tensor:
-        """(B, S) bool, True at real source tokens, from src_mask or from pad_id."""
-        B, S = src.shape
-        keep = self.source_mask(src, src_mask).reshape(B, S)  # (B, S)
-        if bool((keep.sum(1) == 0).any()):
-            raise ValueError("every source sequence needs at least one real (non-pad) token")
-        return keep
+    _keep = RNNSeq2Seq._keep
 
-    def encode(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
-        """src (B, S) right-padded -> annotations (B, S, 2H); zero at padding.
+    def encode(self, src: torch.Tensor, src_mask=None, *, return_weights: bool = False):
+        """src (B, S) right-padded -> annotations (B, S, 2H); zero at padding (with
+        ``return_weights``: (annotations, []), the encoder has no attention).
 
         Packing makes each direction start and stop at the row's own length, so position 0's
         backward half is the backward GRU's summary of the whole sentence."""
@@ -350,10 +354,11 @@ class AttentionRNNSeq2Seq(nn.Module):
         packed = pack_padded_sequence(x, keep.sum(1).cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.encoder(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
-        return out  # (B, S, 2H)
+        return (out, []) if return_weights else out  # (B, S, 2H)
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask=None,
-               cache: DecoderState | None = None, return_weights: bool = False):
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask=None,
+               cache: DecoderState | None = None, last_only: bool = False,
+               return_weights: bool = False):
         """tgt (B, T) decoder inputs (BOS first) -> logits (B, T, V).
 
         ``src_mask`` (B, 1, 1, S), True at real tokens: pass the one ``encode`` used whenever
@@ -365,9 +370,7 @@ class AttentionRNNSeq2Seq(nn.Module):
         H = c.d_hidden
         _check_tokens("tgt", tgt, c.tgt_vocab_size)
         B, T = tgt.shape
-        if memory.dim() != 3 or memory.shape[0] != B or memory.shape[2] != 2 * H:
-            raise ValueError(f"memory must have shape ({B}, S, {2 * H}) (the output of encode), "
-                             f"got {tuple(memory.shape)}")
+        check_memory(memory, B, 2 * H)
         S = memory.shape[1]
         if src_mask is None:
             keep = torch.ones(B, S, dtype=torch.bool, device=memory.device)
@@ -394,15 +397,18 @@ class AttentionRNNSeq2Seq(nn.Module):
         h = torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), y], dim=-1)  # (B, T, 3H+E)
         out = self.drop(torch.tanh(self.out(h)))  # (B, T, H)
         w = {"self": [], "cross": [torch.stack(weights, 1)[:, None]]} if return_weights else None
-        return ModelOutput(self.lm_head(out), weights=w, hidden=out)  # logits (B, T, V)
+        logits = self.lm_head(out[:, -1:] if last_only else out)  # (B, T, V) or (B, 1, V)
+        return ModelOutput(logits, weights=w, hidden=out)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None, targets=None,
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, src_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
         """Teacher forcing: logits (B, T, V) for the next token after each of tgt_in (B, T);
         the loss when ``targets`` (B, T) is given (-100 ignored)."""
         src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
-        out = self.decode(tgt_in, self.encode(src, src_mask), src_mask,
+        out = self.decode(tgt_in, self.encode(src, src_mask), src_mask=src_mask,
                           return_weights=return_weights)
         if targets is not None:
             out.loss = cross_entropy(out.logits, targets)
+        if return_weights:
+            out.weights = {"encoder": [], **out.weights}  # no attention in the encoder
         return out

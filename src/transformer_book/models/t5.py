@@ -19,10 +19,11 @@ import torch
 import torch.nn as nn
 
 from ..attention import Cache
-from ..layers import Block, RMSNorm, _dropout
-from ..masks import as_padding_mask, padding_mask
+from ..layers import Block, RMSNorm
+from ..masks import as_padding_mask
 from ..positional import RelativePositionBias
 from .output import ModelOutput, check_token_ids, cross_entropy
+from .shared import check_memory, run_blocks, source_mask
 
 __all__ = ["T5Config", "T5", "T5_PRESETS"]
 
@@ -90,28 +91,21 @@ class T5Stack(nn.Module):
 
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache: Cache | None = None,
                 return_weights: bool = False):
-        """x (B, T, C) -> (B, T, C), and {"self": [...], "cross": [...]} with return_weights."""
+        """x (B, T, C) -> (x (B, T, C), weights: None, or {"self": [...], "cross": [...]}
+        with return_weights)."""
         B, T, C = x.shape
         offset = cache.seq_len if cache is not None else 0
         bias = self.rel_bias(T, offset + T)  # (1, H, T, T_k): one bias for every layer
-        x = _dropout(self.drop, x)
-        weights = {"self": [], "cross": []}
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask=mask, memory=memory, memory_mask=memory_mask,
-                      cache=cache[i] if cache is not None else None, self_bias=bias,
-                      return_weights=return_weights)
-            if return_weights:
-                x, w = x
-                for k in w:
-                    weights[k].append(w[k])  # (B, H, T, T_k)
-        x = _dropout(self.drop, self.final_norm(x))  # (B, T, C)
-        return (x, weights) if return_weights else x
+        x, weights = run_blocks(self.blocks, self.drop(x), mask=mask, memory=memory,
+                                memory_mask=memory_mask, cache=cache, self_bias=bias,
+                                return_weights=return_weights)
+        return self.drop(self.final_norm(x)), weights  # (B, T, C)
 
 
 class T5(nn.Module):
     """T5 encoder-decoder.
 
-    forward(src, tgt_in=None, src_mask=None, targets=None, return_weights=False):
+    forward(src, tgt_in=None, *, src_mask=None, targets=None, return_weights=False):
         src (B, S) source ids; tgt_in (B, T) decoder inputs (default: ``shift_right(targets)``);
         src_mask: the source's padding mask, (B, S) bool or 0/1 or bool (B, 1, 1, S), 1/True
         at real tokens (default: built from ``src != pad_id``, see ``source_mask``);
@@ -120,8 +114,8 @@ class T5(nn.Module):
         {"encoder": [(B, H, S, S)], "self": [(B, H, T, T)], "cross": [(B, H, T, S)]} per layer.
     The encoder-decoder protocol of ``decoding`` (as ``Transformer``):
     source_mask(src, src_mask=None) -> bool (B, 1, 1, S)
-    encode(src, src_mask=None) -> memory (B, S, C)
-    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput, logits (B, T, V)
+    encode(src, src_mask=None, *, return_weights=False) -> memory (B, S, C)
+    decode(tgt, memory, *, src_mask=None, cache=None, last_only=False) -> ModelOutput
     make_cache() -> a Cache for incremental decoding (self- and cross-attention).
     See chapter 11.
     """
@@ -173,33 +167,30 @@ class T5(nn.Module):
     def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
         """The source mask that forward, encode and decoding all use: ``src_mask`` in any
         accepted form as bool (B, 1, 1, S), or when None, True at ``src != pad_id``."""
-        if src_mask is not None:
-            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
-        return padding_mask(src, self.config.pad_id)
+        return source_mask(src, src_mask, self.config.pad_id)
 
-    def encode(self, src: torch.Tensor, src_mask=None, return_weights: bool = False):
-        """Source ids (B, S) -> memory (B, S, C) [, list of self-attention weights per layer]."""
+    def encode(self, src: torch.Tensor, src_mask=None, *, return_weights: bool = False):
+        """Source ids (B, S) -> memory (B, S, C); with ``return_weights`` (memory, the encoder's
+        self-attention weights [(B, H, S, S)] * n_layers)."""
         self._check_ids("src", src)
-        out = self.encoder(self.shared(src), mask=self.source_mask(src, src_mask),
-                           return_weights=return_weights)  # (B, S, C)
-        return (out[0], out[1]["self"]) if return_weights else out
+        x, weights = self.encoder(self.shared(src), mask=self.source_mask(src, src_mask),
+                                  return_weights=return_weights)  # (B, S, C)
+        return (x, weights["self"]) if return_weights else x
 
-    def decode(self, tgt, memory, src_mask=None, cache: Cache | None = None,
-               return_weights: bool = False) -> ModelOutput:
+    def decode(self, tgt, memory, *, src_mask=None, cache: Cache | None = None,
+               last_only: bool = False, return_weights: bool = False) -> ModelOutput:
         """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits
-        (B, T, V). Pass ``source_mask(src)`` as ``src_mask`` when the source is padded."""
+        (B, T, V), or (B, 1, V) with ``last_only``. Pass ``source_mask(src)`` as ``src_mask``
+        when the source is padded."""
         self._check_ids("tgt", tgt)
-        if (not isinstance(memory, torch.Tensor) or memory.dim() != 3
-                or memory.shape[0] != tgt.shape[0] or memory.shape[-1] != self.config.d_model):
-            raise ValueError(f"memory must have shape (B={tgt.shape[0]}, S, "
-                             f"{self.config.d_model}), got "
-                             f"{tuple(getattr(memory, 'shape', ())) or type(memory).__name__}")
-        B, S, _ = memory.shape
-        src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
-        h = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask, cache=cache,
-                         return_weights=return_weights)
-        h, weights = h if return_weights else (h, None)
+        B = tgt.shape[0]
+        check_memory(memory, B, self.config.d_model)
+        src_mask = as_padding_mask(src_mask, B, memory.shape[1], "src_mask")  # (B, 1, 1, S)
+        h, weights = self.decoder(self.shared(tgt), memory=memory, memory_mask=src_mask,
+                                  cache=cache, return_weights=return_weights)
         hidden = h
+        if last_only:
+            h = h[:, -1:]  # generation reads the last position only
         if self.config.tie_embeddings:
             h = h * self.config.d_model ** -0.5  # keeps the tied logits at a sane scale
         return ModelOutput(self.lm_head(h), weights=weights, hidden=hidden)  # (B, T, V)
@@ -211,22 +202,24 @@ class T5(nn.Module):
         shifted = torch.cat([start, targets[:, :-1]], dim=1)  # (B, T)
         return shifted.masked_fill(shifted == -100, self.config.pad_id)
 
-    def forward(self, src, tgt_in=None, src_mask=None, targets=None,
+    def forward(self, src, tgt_in=None, *, src_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
         self._check_ids("src", src)
+        if targets is not None:  # checked before shift_right reads it
+            check_token_ids(targets, None, None, "targets")
         if tgt_in is None:
             if targets is None:
                 raise ValueError("T5 needs tgt_in (B, T) or targets (B, T) to shift right")
             tgt_in = self.shift_right(targets)
+        check_token_ids(tgt_in, None, None, "tgt_in")  # its ids: decode checks them
+        if targets is not None and targets.shape != tgt_in.shape:
+            raise ValueError(f"targets must have the shape of tgt_in "
+                             f"{tuple(tgt_in.shape)}, got {tuple(targets.shape)}")
         src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
         memory = self.encode(src, src_mask, return_weights=return_weights)  # (B, S, C)
-        if return_weights:
-            memory, enc_weights = memory
-        out = self.decode(tgt_in, memory, src_mask, return_weights=return_weights)
+        memory, enc_weights = memory if return_weights else (memory, None)
+        out = self.decode(tgt_in, memory, src_mask=src_mask, return_weights=return_weights)
         if targets is not None:
-            if targets.shape != tgt_in.shape:
-                raise ValueError(f"targets must have the shape of tgt_in "
-                                 f"{tuple(tgt_in.shape)}, got {tuple(targets.shape)}")
             out.loss = cross_entropy(out.logits, targets)
         if return_weights:
             out.weights = {"encoder": enc_weights, **out.weights}

@@ -9,8 +9,8 @@ already ends with one.
 The encoder-decoder protocol used by ``decoding.greedy`` / ``decoding.beam_search`` (shared
 with ``T5`` and ``RNNSeq2Seq``):
     source_mask(src, src_mask=None) -> bool (B, 1, 1, S) or None: the mask forward uses
-    encode(src, src_mask=None) -> memory (B, S, C)
-    decode(tgt, memory, src_mask=None, cache=None) -> ModelOutput (logits (B, T, V))
+    encode(src, src_mask=None, *, return_weights=False) -> memory (B, S, C)
+    decode(tgt, memory, *, src_mask=None, cache=None, last_only=False) -> ModelOutput
     make_cache() -> Cache(n_layers, cross=True)
 """
 from __future__ import annotations
@@ -23,9 +23,10 @@ import torch.nn as nn
 
 from ..attention import Cache
 from ..layers import Block, LayerNorm
-from ..masks import as_padding_mask, padding_mask
+from ..masks import as_padding_mask
 from ..positional import SinusoidalPositionalEncoding
 from .output import ModelOutput, check_token_ids, cross_entropy
+from .shared import check_memory, run_blocks, source_mask
 
 __all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]
 
@@ -61,12 +62,14 @@ TRANSFORMER_PRESETS = {
 class Transformer(nn.Module):
     """Encoder-decoder Transformer for sequence-to-sequence tasks such as translation.
 
-    forward(src, tgt_in, src_mask=None, tgt_mask=None, targets=None, return_weights=False):
-        src: (B, S) source ids; tgt_in: (B, T) decoder inputs (BOS + target without its last token);
+    forward(src, tgt_in, *, src_mask=None, tgt_mask=None, targets=None, return_weights=False):
+        src: (B, S) source ids; tgt_in: (B, T) decoder inputs (BOS + target without its last
+        token); everything after them is keyword-only;
         src_mask: the source's padding mask, (B, S) bool or 0/1 or bool (B, 1, 1, S), True at
         real tokens (default: built from ``src != pad_id``; see ``source_mask``);
-        tgt_mask: optional extra bool mask broadcastable to (B, H, T, T), combined with the
-        causal mask the decoder always applies; targets: (B, T), -100 = no loss.
+        tgt_mask: the target's padding mask in the same forms (default None: every target
+        position is real), combined with the causal mask the decoder always applies;
+        targets: (B, T), -100 = no loss.
         Returns a ModelOutput: logits (B, T, V), loss (with targets), and with return_weights
         {"encoder": [(B, H, S, S)], "self": [(B, H, T, T)], "cross": [(B, H, T, S)]} per layer.
     See chapter 6.
@@ -116,33 +119,29 @@ class Transformer(nn.Module):
         """The source mask that forward, encode and decoding all use: ``src_mask`` in any
         accepted form as bool (B, 1, 1, S), or when None, True at ``src != pad_id``
         (None when the config has no pad_id)."""
-        if src_mask is not None:
-            return as_padding_mask(src_mask, src.shape[0], src.shape[1], "src_mask")
-        return None if self.config.pad_id is None else padding_mask(src, self.config.pad_id)
+        return source_mask(src, src_mask, self.config.pad_id)
 
     def make_cache(self) -> Cache:
         return Cache(self.config.n_layers, cross=True)
 
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
-               return_weights: bool = False):
-        """Source ids (B, S) -> memory (B, S, C) [, list of self-attention weights per layer]."""
+    def encode(self, src: torch.Tensor, src_mask=None, *, return_weights: bool = False):
+        """Source ids (B, S) -> memory (B, S, C); with ``return_weights`` (memory, the encoder's
+        self-attention weights [(B, H, S, S)] * n_layers)."""
         x = self._embed(src)  # (B, S, C); checks the ids first
-        src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S)
-        weights = []
-        for block in self.encoder:
-            x = block(x, mask=src_mask, return_weights=return_weights)
-            if return_weights:
-                x, w = x
-                weights.append(w["self"])  # (B, H, S, S)
-        return (x, weights) if return_weights else x
+        x, weights = run_blocks(self.encoder, x, mask=self.source_mask(src, src_mask),
+                                return_weights=return_weights)
+        return (x, weights["self"]) if return_weights else x
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
-               cache: Cache | None = None, tgt_mask: torch.Tensor | None = None,
-               return_weights: bool = False):
-        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits (B, T, V).
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask=None,
+               tgt_mask=None, cache: Cache | None = None, last_only: bool = False,
+               return_weights: bool = False) -> ModelOutput:
+        """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits
+        (B, T, V), or (B, 1, V) for the last position only with ``last_only`` (generation).
 
         With a ``cache`` (from ``make_cache``), ``tgt`` holds only the new positions: the keys
         and values of earlier positions, and the projected memory, come from the cache.
+        ``tgt_mask``: the target's padding mask, in the forms ``src_mask`` takes, over every
+        position the decoder sees (cached + new); the causal mask is always applied too.
         With ``return_weights`` the output's weights are {"self": [(B, H, T, T_k)] * n_layers,
         "cross": [(B, H, T, S)] * n_layers}.
         ``src_mask`` has no default here (the memory carries no token ids): pass
@@ -151,32 +150,24 @@ class Transformer(nn.Module):
         """
         offset = cache.seq_len if cache is not None else 0
         x = self._embed(tgt, offset=offset, name="tgt")  # (B, T, C); checks the ids
-        if (not isinstance(memory, torch.Tensor) or memory.dim() != 3
-                or memory.shape[-1] != self.config.d_model or memory.shape[0] != tgt.shape[0]):
-            raise ValueError(f"memory must have shape (B={tgt.shape[0]}, S, "
-                             f"{self.config.d_model}), got "
-                             f"{tuple(getattr(memory, 'shape', ())) or type(memory).__name__}")
-        B, S, C = memory.shape
+        B, T = tgt.shape
+        check_memory(memory, B, self.config.d_model)
+        S = memory.shape[1]
         src_mask = as_padding_mask(src_mask, B, S, "src_mask")  # (B, 1, 1, S)
-        weights = {"self": [], "cross": []}
-        for i, block in enumerate(self.decoder):
-            x = block(x, mask=tgt_mask, memory=memory, memory_mask=src_mask,
-                      cache=cache[i] if cache is not None else None,
-                      return_weights=return_weights)
-            if return_weights:
-                x, w = x
-                weights["self"].append(w["self"])  # (B, H, T, T_k)
-                weights["cross"].append(w["cross"])  # (B, H, T, S)
-        logits = self.out_proj(x)  # (B, T, V)
-        return ModelOutput(logits, weights=weights if return_weights else None, hidden=x)
+        tgt_mask = as_padding_mask(tgt_mask, B, offset + T, "tgt_mask")  # (B, 1, 1, T_k)
+        x, weights = run_blocks(self.decoder, x, mask=tgt_mask, memory=memory,
+                                memory_mask=src_mask, cache=cache,
+                                return_weights=return_weights)
+        logits = self.out_proj(x[:, -1:] if last_only else x)  # (B, T, V) or (B, 1, V)
+        return ModelOutput(logits, weights=weights, hidden=x)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_mask=None,
-                tgt_mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, *, src_mask=None,
+                tgt_mask=None, targets: torch.Tensor | None = None,
                 return_weights: bool = False) -> ModelOutput:
-        memory = self.encode(src, src_mask, return_weights=return_weights)  # (B, S, C)
-        if return_weights:
-            memory, enc_weights = memory
-        out = self.decode(tgt_in, memory, self.source_mask(src, src_mask), tgt_mask=tgt_mask,
+        memory = self.encode(src, src_mask, return_weights=return_weights)  # checks src
+        memory, enc_weights = memory if return_weights else (memory, None)  # (B, S, C)
+        src_mask = self.source_mask(src, src_mask)  # (B, 1, 1, S), as encode built it
+        out = self.decode(tgt_in, memory, src_mask=src_mask, tgt_mask=tgt_mask,
                           return_weights=return_weights)
         if targets is not None:
             out.loss = cross_entropy(out.logits, targets)
