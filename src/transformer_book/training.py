@@ -365,8 +365,9 @@ class Trainer:
             batch = self._to_device(get_batch(self.step))
             with autocast(self.device):
                 loss = self.compute_loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+            loss_value = loss.item()  # the step's one read from the device
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:  # fp16: scale the loss, unscale before clipping
                 self.scaler.scale(loss).backward()
@@ -383,10 +384,10 @@ class Trainer:
                 self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            self.history["train_loss"].append((self.step, loss.item()))
+            self.history["train_loss"].append((self.step, loss_value))
             self.history["lr"].append((self.step, lr))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # redraw at tqdm's pace
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)  # redraw at tqdm's pace
             if self.eval_every and self.step % self.eval_every == 0:
                 self.evaluate()
         bar.close()
