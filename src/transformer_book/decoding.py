@@ -12,11 +12,17 @@ model's own ``source_mask``, and handed to both encode and decode, so a padded s
 decoded exactly as ``forward`` reads it, with or without an explicit ``src_mask``.
 A model that offers ``make_cache()`` is fed one new token per step and keeps its keys and
 values in the cache; a model without it (or ``use_cache=False``) recomputes the whole prefix.
+The cached steps of one generation run inside ``fast_decode.enabled(model)`` (a shorter
+one-token step; the modules compute the same thing without it).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from . import fast_decode
+from .cache import Cache
 from .models.output import check_token_ids
 
 __all__ = ["greedy", "sample", "beam_search", "filter_logits"]
@@ -42,6 +48,13 @@ class _Stepper:
         self.cache = model.make_cache() if use_cache and hasattr(model, "make_cache") else None
         self.fed = 0  # how many prefix tokens the cache already holds
 
+    def fast(self):
+        """The context for this generation's steps: ``fast_decode.enabled`` when the model
+        keeps a KV cache (the one-token step), nothing when it recomputes the prefix."""
+        if isinstance(self.cache, Cache):
+            return fast_decode.enabled(self.model)
+        return contextlib.nullcontext()
+
     def _call(self, tokens):
         if self.enc_dec:
             out = self.model.decode(tokens, self.memory, self.src_mask, cache=self.cache)
@@ -58,12 +71,14 @@ class _Stepper:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` of the batch (beam search); also the memory and its mask."""
-        if self.cache is not None:
-            self.cache.reorder(index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
             if self.src_mask is not None:
                 self.src_mask = self.src_mask.index_select(0, index)
+        if isinstance(self.cache, Cache):  # its cross-attention follows the new memory
+            self.cache.reorder(index, self.memory)
+        elif self.cache is not None:
+            self.cache.reorder(index)
 
 
 def _check_prompt(prompt: torch.Tensor, max_new_tokens=0, src=None) -> None:
@@ -85,7 +100,8 @@ def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_ca
     model.eval()
     try:
         with torch.no_grad():
-            stepper = _Stepper(model, src, src_mask, use_cache)
+            stepper = _Stepper(model, src, src_mask, use_cache)  # encodes the source
+        with torch.no_grad(), stepper.fast():
             tokens = prompt
             done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
             for _ in range(max_new_tokens):
@@ -193,8 +209,6 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
     _check_prompt(prompt, max_new_tokens, src)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     B, T0 = prompt.shape
     K, dev = beam_size, prompt.device
     L = T0 + max_new_tokens  # the longest hypothesis
@@ -212,7 +226,8 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
             if src is not None:
                 src = src.index_select(0, rows)  # (B*K, S)
                 src_mask = src_mask.index_select(0, rows) if src_mask is not None else None
-            stepper = _Stepper(model, src, src_mask, use_cache)
+            stepper = _Stepper(model, src, src_mask, use_cache)  # encodes the source
+        with torch.no_grad(), stepper.fast():
             tokens = prompt.index_select(0, rows)  # (B*K, T)
             live = torch.full((B, K), NEG, device=dev)  # summed log-probabilities
             live[:, 0] = 0.0  # the K beams start identical: keep one, or all K would tie

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..attention import Cache
-from ..layers import Block, LayerNorm, _dropout
+from ..cache import Cache
+from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
 from .output import ModelOutput, check_token_ids, cross_entropy
@@ -115,7 +115,7 @@ class GPT(nn.Module):
         check_token_ids(idx, self.config.vocab_size, self.config.max_len, "idx", offset)
         B, T = idx.shape
         mask = as_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, T_k)
-        x = _dropout(self.drop, self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T, C)
+        x = self.drop(self.pos_emb(self.tok_emb(idx), offset=offset))  # (B, T, C)
         weights = {"self": [], "cross": []}
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, cache=cache[i] if cache is not None else None,

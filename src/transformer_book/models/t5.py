@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..attention import Cache
-from ..layers import Block, RMSNorm, _dropout
+from ..cache import Cache
+from ..layers import Block, RMSNorm
 from ..masks import as_padding_mask, padding_mask
 from ..positional import RelativePositionBias
 from .output import ModelOutput, check_token_ids, cross_entropy
@@ -94,7 +94,7 @@ class T5Stack(nn.Module):
         B, T, C = x.shape
         offset = cache.seq_len if cache is not None else 0
         bias = self.rel_bias(T, offset + T)  # (1, H, T, T_k): one bias for every layer
-        x = _dropout(self.drop, x)
+        x = self.drop(x)
         weights = {"self": [], "cross": []}
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, memory=memory, memory_mask=memory_mask,
@@ -104,7 +104,7 @@ class T5Stack(nn.Module):
                 x, w = x
                 for k in w:
                     weights[k].append(w[k])  # (B, H, T, T_k)
-        x = _dropout(self.drop, self.final_norm(x))  # (B, T, C)
+        x = self.drop(self.final_norm(x))  # (B, T, C)
         return (x, weights) if return_weights else x
 
 
