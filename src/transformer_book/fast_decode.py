@@ -106,7 +106,6 @@ def _attention_forward(mha: MultiHeadAttention, state: FastDecode):
             return plain(x, kv, mask, cache, bias, return_weights)  # the plain forward
         if not products:
             products.update(_attention_products(mha))
-        state.steps += 1
         B = x.shape[0]
         if kv is None:  # self-attention: this token's key and value join the cache
             q, k, v = products["qkv"](x).view(B, 3, H, 1, D).unbind(1)  # 3 x (B, H, 1, D)
@@ -119,6 +118,7 @@ def _attention_forward(mha: MultiHeadAttention, state: FastDecode):
         if attn_mask is not None and attn_mask.dim() == 4:
             attn_mask = attn_mask.expand(B, H, 1, k.shape[2])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=mha.scale)
+        state.steps += 1
         return products["out"](out.reshape(B, 1, H * D)), None  # (B, 1, C)
 
     return forward
