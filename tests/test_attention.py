@@ -36,7 +36,8 @@ def test_explicit_equals_fused_equals_torch(kind, cross):
     T_k = mem.shape[1]
     mask = masks_for(T, T_k)[kind]
     explicit, w = mha(x, kv=mem if cross else None, mask=mask, return_weights=True)
-    fused = mha(x, kv=mem if cross else None, mask=mask)
+    fused, none = mha(x, kv=mem if cross else None, mask=mask)
+    assert none is None  # the weights only on request
     # torch wants (B*H, T_q, T_k) or (T_q, T_k) with True = NOT allowed
     attn_mask = None
     if mask is not None:
@@ -83,7 +84,7 @@ def test_fully_masked_row_gives_no_nan():
         assert not out.isnan().any()
         # uniform weights: every query gets the mean of the values
         assert torch.allclose(out, v.mean(dim=2, keepdim=True).expand_as(out), atol=1e-6)
-    out = mha(x, mask=nothing)
+    out, _ = mha(x, mask=nothing)
     out.sum().backward()
     assert not out.isnan().any() and not mha.q_proj.weight.grad.isnan().any()
 
@@ -115,7 +116,7 @@ def test_mask_polarity_trap_is_real():
     ref = copy_into_torch(mha)
     x = torch.randn(1, T, C)
     mask = causal_mask(T)[0, 0]
-    ours = mha(x, mask=mask)
+    ours, _ = mha(x, mask=mask)
     right, _ = ref(x, x, x, attn_mask=to_torch_mha(mask))
     wrong, _ = ref(x, x, x, attn_mask=mask)
     assert torch.allclose(ours, right, atol=1e-6)
@@ -141,7 +142,7 @@ def test_cross_attention_cache_is_reused():
     block = tb.Block(C, H, 32, dropout=0.0, causal=True, cross_attention=True).eval()
     x, mem = torch.randn(B, 6, C), torch.randn(B, S, C)
     full = block(x, memory=mem)
-    cache = tb.attention.LayerCache(cross=True)
+    cache = tb.LayerCache(cross=True)
     outs = [block(x[:, t:t + 1], memory=mem, cache=cache) for t in range(6)]
     assert len(cache.cross_attn) == S and len(cache.self_attn) == 6
     assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
@@ -175,3 +176,44 @@ def test_bad_input_raises_clear_errors(case, exc, words):
     msg = str(info.value)
     for w in words:
         assert w in msg, (w, msg)
+
+
+def test_cross_attention_cache_refuses_another_memory_of_the_same_shape():
+    # the bug: the cache compared shapes only, so a second source of the same batch and
+    # length was silently answered with the first source's keys and values
+    torch.manual_seed(7)
+    block = tb.Block(C, H, 32, dropout=0.0, causal=True, cross_attention=True).eval()
+    x, mem, other = torch.randn(B, 3, C), torch.randn(B, S, C), torch.randn(B, S, C)
+    cache = tb.LayerCache(cross=True)
+    block(x[:, :1], memory=mem, cache=cache)
+    block(x[:, 1:2], memory=mem, cache=cache)  # the same memory: served from the cache
+    with pytest.raises(ValueError, match="another memory.*cache.reset"):
+        block(x[:, 2:3], memory=other, cache=cache)
+    with torch.no_grad():
+        mem.mul_(2.0)  # the same tensor changed in place is another memory too
+    with pytest.raises(ValueError, match="another memory"):
+        block(x[:, 2:3], memory=mem, cache=cache)
+    cache = tb.LayerCache(cross=True)  # a fresh cache takes the new memory
+    block(x[:, :1], memory=other, cache=cache)
+    with pytest.raises(ValueError, match="memory reordered"):
+        cache.reorder(torch.tensor([1, 0]))  # a cross cache must be told its new memory
+    cache.reorder(torch.tensor([1, 0]), other[[1, 0]])
+
+
+def test_mask_is_checked_once_per_attention(monkeypatch):
+    calls = []
+    real = tb.attention.check_mask
+    monkeypatch.setattr(tb.attention, "check_mask",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    mha = tb.MultiHeadAttention(C, H).eval()
+    mha(torch.randn(B, 5, C), mask=torch.ones(B, 1, 1, 5, dtype=torch.bool))
+    assert len(calls) == 1
+
+
+def test_multi_head_attention_always_returns_out_and_weights():
+    mha = tb.MultiHeadAttention(C, H).eval()
+    x = torch.randn(B, 5, C)
+    out, w = mha(x)
+    assert out.shape == (B, 5, C) and w is None
+    out2, w = mha(x, return_weights=True)
+    assert w.shape == (B, H, 5, 5) and torch.allclose(out, out2, atol=1e-6)

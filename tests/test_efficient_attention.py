@@ -218,3 +218,26 @@ def test_swapped_model_trains():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_swap_attention_refuses_t5():
+    # the bug: T5 was swapped, and its forward then failed on the relative bias
+    t5 = build("t5-tiny", vocab_size=20)
+    with pytest.raises(ValueError, match="relative position bias"):
+        swap_attention(t5, "local", 4)
+    assert type(t5.encoder.blocks[0].self_attn) is not EfficientSelfAttention
+
+
+def test_efficient_and_plain_attention_share_one_cache_batch_check():
+    # one check, KVCache.check_batch, for both modules: the same message from either
+    from transformer_book import KVCache, MultiHeadAttention
+    torch.manual_seed(0)
+    messages = []
+    for m in (MultiHeadAttention(16, 2, causal=True), EfficientSelfAttention(16, 2, "local", 4,
+                                                                            causal=True)):
+        cache = KVCache()
+        m(torch.randn(2, 3, 16), cache=cache)
+        with pytest.raises(ValueError) as info:
+            m(torch.randn(1, 1, 16), cache=cache)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "cache.reset()" in messages[0]

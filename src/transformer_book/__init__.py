@@ -9,7 +9,8 @@ One contract for every model (GPT, Bert and its heads, T5, Transformer, the RNN 
     out.weights   # with return_weights=True: {"self": [per layer], "cross": [per layer]}
     m: (B, T) bool or 0/1 (1 = real token), or bool (B, 1, 1, T); None: built from pad_id
 """
-from .attention import Cache, KVCache, MultiHeadAttention, scaled_dot_product_attention
+from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .cache import Cache, KVCache, LayerCache
 from .layers import Block, FeedForward, LayerNorm, RMSNorm
 from .masks import (as_padding_mask, causal_mask, combine_masks, padding_mask, to_additive,
                     to_torch_mha)

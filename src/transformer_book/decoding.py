@@ -20,13 +20,19 @@ Prompts of different lengths go in one batch left-padded, with ``attention_mask`
 row's real tokens get positions 0, 1, ... as if the row were alone, and padding is never
 attended to. A prompt plus ``max_new_tokens`` longer than the model's ``config.max_len`` is
 refused before decoding starts.
+
+The cached steps of one generation run inside ``fast_decode.enabled(model)`` (a shorter
+one-token step; the modules compute the same thing without it).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
 
+from . import fast_decode
+from .cache import Cache
 from .masks import as_padding_mask
 from .models.output import check_token_ids
 
@@ -66,6 +72,13 @@ class _Stepper:
         self.last_only = _takes(step, "last_only")
         self.mask = mask
 
+    def fast(self):
+        """The context for this generation's steps: ``fast_decode.enabled`` when the model
+        keeps a KV cache (the one-token step), nothing when it recomputes the prefix."""
+        if isinstance(self.cache, Cache):
+            return fast_decode.enabled(self.model)
+        return contextlib.nullcontext()
+
     def _call(self, tokens, start: int):
         kw = {"cache": self.cache}
         if self.last_only:
@@ -93,14 +106,16 @@ class _Stepper:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` of the batch (beam search); also the memory and its mask."""
-        if self.cache is not None:
-            self.cache.reorder(index)
         if self.mask is not None:
             self.mask = self.mask.index_select(0, index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
             if self.src_mask is not None:
                 self.src_mask = self.src_mask.index_select(0, index)
+        if isinstance(self.cache, Cache):  # its cross-attention follows the new memory
+            self.cache.reorder(index, self.memory)
+        elif self.cache is not None:
+            self.cache.reorder(index)
 
 
 def _prompt_mask(model, prompt: torch.Tensor, attention_mask) -> torch.Tensor | None:
@@ -156,7 +171,8 @@ def _generate(model, prompt, max_new_tokens, pick, eos_id, src, src_mask, use_ca
     model.eval()
     try:
         with torch.no_grad():
-            stepper = _Stepper(model, src, src_mask, use_cache, mask)
+            stepper = _Stepper(model, src, src_mask, use_cache, mask)  # encodes the source
+        with torch.no_grad(), stepper.fast():
             tokens = prompt
             done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
             for _ in range(max_new_tokens):
@@ -289,7 +305,8 @@ def beam_search(model, prompt, max_new_tokens: int, beam_size: int = 4, length_p
                 src = src.index_select(0, rows)  # (B*K, S)
                 src_mask = src_mask.index_select(0, rows) if src_mask is not None else None
             mask = mask.index_select(0, rows) if mask is not None else None  # (B*K, T)
-            stepper = _Stepper(model, src, src_mask, use_cache, mask)
+            stepper = _Stepper(model, src, src_mask, use_cache, mask)  # encodes the source
+        with torch.no_grad(), stepper.fast():
             tokens = prompt.index_select(0, rows)  # (B*K, T)
             live = torch.full((B, K), NEG, device=dev)  # summed log-probabilities
             live[:, 0] = 0.0  # the K beams start identical: keep one, or all K would tie

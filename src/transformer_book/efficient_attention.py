@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .attention import MultiHeadAttention, _check_qkv, scaled_dot_product_attention
 from .masks import check_mask, combine_masks
+from .positional import RelativePositionBias
 
 __all__ = ["local_mask", "strided_mask", "local_attention", "strided_attention",
            "elu_feature_map", "linear_attention", "EfficientSelfAttention", "swap_attention",
@@ -331,11 +332,7 @@ class EfficientSelfAttention(MultiHeadAttention):
         B, T, C = x.shape
         q, k, v = (self._split(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
         if cache is not None:
-            if len(cache) and cache.k.shape[0] != B:
-                raise ValueError(f"this cache holds a batch of {cache.k.shape[0]}, x has {B}: "
-                                 "call cache.reset() before a new batch")
-            k, v = cache.append(k, v)  # (B, H, T_cached + T, D)
-        check_mask(mask, B, self.n_heads, T, k.shape[2])
+            k, v = cache.append(k, v)  # (B, H, T_cached + T, D); checks the batch
         p = self.dropout if self.training else 0.0
         if self.kind == "linear":
             res = linear_attention(q, k, v, causal=self.causal, mask=mask,
@@ -346,20 +343,25 @@ class EfficientSelfAttention(MultiHeadAttention):
                      scale=self.scale, return_weights=return_weights)
         out, weights = res if return_weights else (res, None)
         out = self.out_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head))
-        return (out, weights) if return_weights else out  # (B, T, C)
+        return out, weights  # (B, T, C), (B, H, T, T_k) or None
 
 
 def swap_attention(model: nn.Module, kind: str, window: int | None = None) -> nn.Module:
     """Replace every self-attention of ``model`` (each ``Block.self_attn``) by an
     ``EfficientSelfAttention`` of ``kind`` with the same weights; cross-attention stays.
 
-    Returns the model (changed in place). Raises ValueError if it has no self-attention.
+    Returns the model (changed in place). Raises ValueError if it has no self-attention, or
+    if it adds a relative position bias to its scores (T5), which these kinds do not take.
     See chapter 12.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if any(isinstance(m, RelativePositionBias) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} adds a relative position bias (T5) to its "
+                         "attention scores, which sparse and linear attention do not take: "
+                         "it cannot be swapped")
     owners = [m for m in model.modules()
               if isinstance(getattr(m, "self_attn", None), MultiHeadAttention)]
     if not owners:

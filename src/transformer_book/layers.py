@@ -7,15 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import LayerCache, MultiHeadAttention, project
+from .attention import MultiHeadAttention
+from .cache import LayerCache
 
 __all__ = ["LayerNorm", "RMSNorm", "FeedForward", "Block", "ACTIVATIONS"]
-
-
-def _dropout(drop: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
-    """``drop(x)``, without the call when it would return x unchanged (evaluation, or p = 0:
-    torch then neither changes x nor draws random numbers, so this is the same to the bit)."""
-    return drop(x) if drop.training and drop.p > 0 else x
 
 
 class LayerNorm(nn.Module):
@@ -84,16 +79,14 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, decoding: bool = False) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C). ``decoding``: a cached incremental decoding step, whose
-        products of a few rows may take ``attention.decode_linear`` (lin(x), computed from a
-        transposed copy of the weight); any other forward uses the plain products."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C)."""
         if x.shape[-1] != self.up.in_features:
             raise ValueError(f"FeedForward expects last dimension {self.up.in_features}, "
                              f"got {tuple(x.shape)}")
-        up = project(self.up, x, decoding)  # (B, T, d_ff)
-        h = self.act(project(self.gate, x, decoding)) * up if self.gated else self.act(up)
-        return project(self.down, _dropout(self.dropout, h), decoding)  # (B, T, C)
+        up = self.up(x)  # (B, T, d_ff)
+        h = self.act(self.gate(x)) * up if self.gated else self.act(up)
+        return self.down(self.dropout(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -146,13 +139,6 @@ class Block(nn.Module):
         self.norm_ffn = make_norm()
         self.dropout = nn.Dropout(dropout)
 
-    def _sublayer(self, x, norm, fn):
-        if self.norm_first:
-            out, w = fn(norm(x))
-            return x + _dropout(self.dropout, out), w
-        out, w = fn(x)
-        return norm(x + _dropout(self.dropout, out)), w
-
     def forward(self, x, mask=None, memory=None, memory_mask=None, cache: LayerCache | None = None,
                 self_bias=None, cross_bias=None, return_weights: bool = False):
         if memory is not None and not self.has_cross:
@@ -160,22 +146,24 @@ class Block(nn.Module):
                              "(build it with cross_attention=True)")
         if self.has_cross and memory is None:
             raise ValueError("this Block has cross-attention: pass the encoder output as memory")
+        pre = self.norm_first  # pre-norm: x + dropout(f(norm(x))); post: norm(x + dropout(f(x)))
         weights = {}
 
-        def attend(attn, kv, m, c, b):
-            def fn(h):
-                r = attn(h, kv=kv, mask=m, cache=c, bias=b, return_weights=return_weights)
-                return r if return_weights else (r, None)
-            return fn
+        h = self.norm_self(x) if pre else x
+        h, weights["self"] = self.self_attn(h, mask=mask, bias=self_bias,
+                                            cache=cache.self_attn if cache else None,
+                                            return_weights=return_weights)
+        x = x + self.dropout(h) if pre else self.norm_self(x + self.dropout(h))
 
-        x, weights["self"] = self._sublayer(
-            x, self.norm_self,
-            attend(self.self_attn, None, mask, cache.self_attn if cache else None, self_bias))
         if self.has_cross:
-            x, weights["cross"] = self._sublayer(
-                x, self.norm_cross,
-                attend(self.cross_attn, memory, memory_mask,
-                       cache.cross_attn if cache else None, cross_bias))
-        decoding = cache is not None  # a KV-cache step: the decoding fast path may apply
-        x, _ = self._sublayer(x, self.norm_ffn, lambda h: (self.ffn(h, decoding), None))
+            h = self.norm_cross(x) if pre else x
+            h, weights["cross"] = self.cross_attn(h, kv=memory, mask=memory_mask, bias=cross_bias,
+                                                  cache=cache.cross_attn if cache else None,
+                                                  return_weights=return_weights)
+            x = x + self.dropout(h) if pre else self.norm_cross(x + self.dropout(h))
+
+        if pre:
+            x = x + self.dropout(self.ffn(self.norm_ffn(x)))
+        else:
+            x = self.norm_ffn(x + self.dropout(self.ffn(x)))
         return (x, weights) if return_weights else x

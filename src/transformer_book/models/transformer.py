@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..attention import Cache
+from ..cache import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import SinusoidalPositionalEncoding
