@@ -1,8 +1,8 @@
-"""Train a GPT preset from the command line, on one device or many (DistributedDataParallel).
+"""Pretrain a GPT preset from the command line, on one device or many (DDP).
 
-    python -m transformer_book.train --preset gpt2-tiny --data shakespeare --steps 500 \\
-        --batch 16 --global-batch 64 --context 128 --out runs/tiny
-    torchrun --nproc_per_node 2 -m transformer_book.train ...      (same arguments)
+    python -m transformer_book.pretrain_gpt --preset gpt2-tiny --data shakespeare \\
+        --steps 500 --batch 16 --global-batch 64 --context 128 --out runs/tiny
+    torchrun --nproc_per_node 2 -m transformer_book.pretrain_gpt ...      (same arguments)
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv-endpoint HOST:PORT ...
 
 The global batch (sequences per optimizer step) is the same however many processes run:
@@ -74,7 +74,7 @@ def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m transformer_book.train",
+    ap = argparse.ArgumentParser(prog="python -m transformer_book.pretrain_gpt",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="gpt2-tiny", help="a GPT preset of models.build")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/train", help="checkpoint directory")
+    ap.add_argument("--out", default="runs/pretrain_gpt", help="checkpoint directory")
     ap.add_argument("--save-every", type=int, default=0, help="0: only at the end")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/" + CHECKPOINT)
     ap.add_argument("--eval-batches", type=int, default=4, help="validation batches at the end")

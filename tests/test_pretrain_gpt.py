@@ -1,5 +1,6 @@
-"""The training entry point: DDP on 2 CPU processes = one process with the same global batch;
-a run stopped and resumed = an uninterrupted run. Each test trains a tiny GPT for a few steps."""
+"""The pretraining command line (python -m transformer_book.pretrain_gpt): DDP on 2 CPU
+processes = one process with the same global batch; a run stopped and resumed = an
+uninterrupted run. Each test trains a tiny GPT for a few steps."""
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformer_book.train import CHECKPOINT, global_batch, main, parse_args
+from transformer_book.pretrain_gpt import CHECKPOINT, global_batch, main, parse_args
 
 TINY = ["--preset", "gpt2-tiny", "--set", "d_model=32", "--set", "n_heads=2",
         "--set", "n_layers=2", "--set", "d_ff=64", "--context", "32", "--lr", "3e-3",
@@ -24,10 +25,10 @@ def env():
 
 def run(args, nproc=1):
     if nproc == 1:
-        cmd = [sys.executable, "-m", "transformer_book.train", *args]
+        cmd = [sys.executable, "-m", "transformer_book.pretrain_gpt", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "transformer_book.train", *args]
+               f"--nproc_per_node={nproc}", "-m", "transformer_book.pretrain_gpt", *args]
     r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r.stdout
