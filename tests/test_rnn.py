@@ -7,7 +7,7 @@ from transformer_book.data.synthetic import recall_batch
 from transformer_book.models import build
 from transformer_book.models.rnn import (RNNClassifier, RNNSeq2Seq, RNNSeq2SeqConfig,
                                          step_gradient_norms)
-from transformer_book.utils import count_params
+from transformer_book.models import count_params
 
 PAD, BOS, EOS = 0, 1, 2
 

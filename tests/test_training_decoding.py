@@ -237,12 +237,12 @@ def test_evaluate_restores_training_mode_when_eval_fn_raises():
 
 
 def test_mixed_precision_choice(monkeypatch):
-    from transformer_book import training, utils
-    assert utils.autocast_dtype("cpu") is None
+    from transformer_book.device import autocast_dtype
+    assert autocast_dtype("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert utils.autocast_dtype("cuda") == torch.bfloat16
+    assert autocast_dtype("cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
-    assert utils.autocast_dtype("cuda") == torch.float16
+    assert autocast_dtype("cuda") == torch.float16
     assert Trainer(tiny_lm(), device="cpu", progress=False).scaler is None
     # with fp16 chosen the Trainer scales the loss; in fp32 the power-of-two scale and its
     # unscaling are exact, so the run must equal the unscaled one step for step

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .models import PRESETS, build
 from .models.gpt import GPT
 from .training import load_checkpoint, save_checkpoint, warmup_cosine
-from .utils import autocast, get_device
+from .device import autocast, get_device
 
 __all__ = ["main", "parse_args", "load_corpus"]
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .utils import autocast, autocast_dtype, get_device
+from .device import autocast, autocast_dtype, get_device
 
 __all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
            "save_checkpoint", "load_checkpoint"]
