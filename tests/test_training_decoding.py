@@ -237,6 +237,7 @@ def test_evaluate_restores_training_mode_when_eval_fn_raises():
 
 
 def test_mixed_precision_choice(monkeypatch):
+    from transformer_book import training
     from transformer_book.device import autocast_dtype
     assert autocast_dtype("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

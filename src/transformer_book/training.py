@@ -1,4 +1,4 @@
-"""Training loop, learning-rate schedules, label smoothing and checkpoints. See chapter 6.
+"""Training loop, learning-rate schedules and checkpoints. See chapter 6.
 
 ``Trainer`` is deliberately small: Adam(W), a schedule, gradient clipping, autocast on CUDA
 only (bf16 where the GPU supports it, else fp16 with a gradient scaler), a tqdm bar with the
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .device import autocast, autocast_dtype, get_device
+from .losses import label_smoothed_cross_entropy  # the default loss with label_smoothing > 0
 
 __all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
            "save_checkpoint", "load_checkpoint"]
@@ -66,27 +66,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return mult
-
-
-def label_smoothed_cross_entropy(logits, targets, smoothing: float = 0.0, ignore_index: int = -100):
-    """Cross-entropy against (1 - eps) * one_hot + eps / V, averaged over non-ignored tokens.
-
-    Args:
-        logits: (N, V) or (B, T, V); targets: (N,) or (B, T) class ids, ``ignore_index`` skipped.
-    """
-    V = logits.shape[-1]
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
-                         "must agree on all but the last dimension")
-    logp = F.log_softmax(logits.reshape(-1, V).float(), dim=-1)  # (N, V)
-    t = targets.reshape(-1)
-    keep = t != ignore_index
-    if not bool(keep.any()):
-        return logp.sum() * 0.0  # nothing to learn from; keeps the graph
-    logp, t = logp[keep], t[keep]
-    nll = -logp.gather(1, t[:, None])[:, 0]  # (N,)
-    uniform = -logp.mean(dim=-1)  # (N,): cross-entropy with the uniform distribution
-    return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -16,7 +16,8 @@ from ..attention import Cache
 from ..layers import Block, LayerNorm, _dropout
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 
 __all__ = ["GPTConfig", "GPT", "GPT_PRESETS"]
 

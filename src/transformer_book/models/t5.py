@@ -22,7 +22,8 @@ from ..attention import Cache
 from ..layers import Block, RMSNorm, _dropout
 from ..masks import as_padding_mask, padding_mask
 from ..positional import RelativePositionBias
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 
 __all__ = ["T5Config", "T5", "T5_PRESETS"]
 

@@ -25,7 +25,8 @@ from ..attention import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask, padding_mask
 from ..positional import SinusoidalPositionalEncoding
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 
 __all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]
 
