@@ -20,6 +20,7 @@ and writes checkpoints. See chapter 12.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,9 +33,9 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .models import PRESETS, build
+from .models import PRESETS, build, count_params
 from .models.gpt import GPT
-from .training import load_checkpoint, save_checkpoint, warmup_cosine
+from .training import adamw_param_groups, load_checkpoint, save_checkpoint, warmup_cosine
 from .device import autocast, get_device
 
 __all__ = ["main", "parse_args", "load_corpus"]
@@ -166,10 +167,7 @@ def _train(args, d: _Dist) -> dict:
                  **_overrides(args.set, args.preset)}
     torch.manual_seed(args.seed)  # the same initial weights on every process
     model = build(args.preset, **overrides).to(d.device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
+    opt = torch.optim.AdamW(adamw_param_groups(model, args.weight_decay), lr=args.lr,
                             betas=(0.9, 0.95))
     schedule = warmup_cosine(min(args.warmup, args.steps), args.steps, min_ratio=0.1)
     out = Path(args.out)
@@ -189,7 +187,7 @@ def _train(args, d: _Dist) -> dict:
     if d.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps(run_info, indent=1))
-        print(f"{args.preset}: {sum(p.numel() for p in decay + no_decay):,} parameters; "
+        print(f"{args.preset}: {count_params(model):,} parameters; "
               f"{d.world} process(es) on {d.device}; global batch {G} = {args.batch} x "
               f"{d.world} x {accum} accumulation; {args.steps} steps from step {step}",
               flush=True)
@@ -220,7 +218,7 @@ def _train(args, d: _Dist) -> dict:
             x = x_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             y = y_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             last = a == accum - 1
-            sync = ddp.no_sync() if d.on and not last else _nullcontext()
+            sync = ddp.no_sync() if d.on and not last else contextlib.nullcontext()
             with sync:
                 with autocast(d.device):
                     loss = fwd(x, targets=y).loss / accum
@@ -256,14 +254,6 @@ def _train(args, d: _Dist) -> dict:
               f"{result['val_loss']:.4f} ({result['val_loss'] / math.log(2):.3f} bits/char); "
               f"{seconds:.1f} s of training", flush=True)
     return result
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

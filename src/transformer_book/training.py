@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from .device import autocast, autocast_dtype, get_device
 from .losses import label_smoothed_cross_entropy  # the default loss with label_smoothing > 0
 
-__all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["Trainer", "adamw_param_groups", "noam_schedule", "warmup_cosine",
+           "label_smoothed_cross_entropy", "save_checkpoint", "load_checkpoint"]
 
 
 def noam_schedule(d_model: int, warmup_steps: int = 4000):
@@ -188,6 +188,18 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
 
 # ----------------------------------------------------------------------------- the trainer
 
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's two parameter groups: weight decay on the matrices (linear and embedding
+    weights), none on the vectors (biases, norm gains), which decay would only pull towards
+    zero. Frozen parameters (requires_grad False) are left out."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+            or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
 def _takes_targets(model: nn.Module) -> bool:
     """Whether ``model.forward`` accepts ``targets=`` (every model of the book does)."""
     model = getattr(model, "_orig_mod", model)
@@ -231,11 +243,8 @@ class Trainer:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
-        decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        self.optimizer = torch.optim.AdamW(adamw_param_groups(model, weight_decay), lr=lr,
+                                           betas=betas, eps=eps)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be None or a callable step -> multiplier, "
                             f"got {type(schedule).__name__}")
