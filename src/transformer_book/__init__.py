@@ -8,7 +8,8 @@ One contract for every model (GPT, Bert and its heads, T5, Transformer, the RNN 
     out.logits    # (B, T, V), or (B, n_classes) for a classifier
     out.loss      # mean cross-entropy over the targets != -100; None without targets
     out.weights   # with return_weights=True: {"self": [per layer], "cross": [per layer]}
-    m: (B, T) bool or 0/1 (1 = real token), or bool (B, 1, 1, T); None: built from pad_id
+    m: (B, T) bool or integer 0/1 (1 = real token; a float mask is refused), or bool
+       (B, 1, 1, T); None: built from pad_id
 """
 from .attention import Cache, KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .layers import Block, FeedForward, LayerNorm, RMSNorm
