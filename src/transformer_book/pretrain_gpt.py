@@ -11,7 +11,8 @@ each step, every process computes ``--batch`` sequences per micro-step for
 gradients. The sequences of step ``s`` are a function of the seed and ``s`` only, split among
 processes and micro-steps, so a run on N processes takes the same steps as a run on one (up
 to the order of float additions), and a resumed run continues exactly where its checkpoint
-stopped. Checkpoints (safetensors, ``training.save_checkpoint``) hold the uncompiled model,
+stopped. Dropout is seeded per micro-batch by its rows (``dropout_seed``): every process
+draws its own masks, and with the same ``--batch`` N processes still equal one. Checkpoints (safetensors, ``training.save_checkpoint``) hold the uncompiled model,
 the optimizer and the step; ``--resume`` continues from ``OUT/checkpoint.safetensors``.
 
 Processes talk over gloo on CPU and nccl on CUDA; only rank 0 shows a progress bar, prints
@@ -38,7 +39,7 @@ from .models.gpt import GPT
 from .training import adamw_param_groups, load_checkpoint, save_checkpoint, warmup_cosine
 from .device import autocast, get_device
 
-__all__ = ["main", "parse_args", "load_corpus"]
+__all__ = ["main", "parse_args", "load_corpus", "global_batch", "dropout_seed"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -64,14 +65,37 @@ def load_corpus(name: str):
     return as_ids(train), as_ids(val), tok
 
 
-def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int):
+def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int,
+                 split: str = "the split"):
     """The ``n`` (input, target) windows of length ``T`` of optimizer step ``step`` (from 0):
-    a function of (seed, step) only, whoever asks. Returns two (n, T) tensors."""
+    a function of (seed, step) only, whoever asks. Returns two (n, T) tensors.
+
+    Raises:
+        ValueError when ``ids`` is shorter than ``T + 2`` tokens (``split`` names it).
+    """
+    check_split_length(ids, T, split)
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     starts = torch.randint(0, len(ids) - T - 1, (n,), generator=g)  # (n,)
     rows = starts[:, None] + torch.arange(T + 1)  # (n, T + 1)
     w = ids[rows]
     return w[:, :-1], w[:, 1:]
+
+
+def check_split_length(ids: torch.Tensor, T: int, split: str) -> None:
+    """Windows of ``T`` inputs and their ``T`` shifted targets start in [0, len - T - 1):
+    a split needs at least ``T + 2`` tokens."""
+    if len(ids) < T + 2:
+        raise ValueError(f"{split} holds {len(ids)} tokens, too few for --context {T}: "
+                         f"drawing windows needs at least context + 2 = {T + 2} tokens; "
+                         f"use a shorter --context or more text")
+
+
+def dropout_seed(seed: int, step: int, row: int) -> int:
+    """The torch seed of the micro-batch that starts at row ``row`` of optimizer step
+    ``step``'s global batch. Dropout masks thus differ between processes and micro-steps
+    (each has its own rows: one seed on every rank would repeat the same masks there), do not
+    depend on how many processes share the rows, and repeat exactly in a resumed run."""
+    return ((seed * 1_000_003 + step) * 1_000_033 + row) % 2 ** 63
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -162,6 +186,9 @@ def _train(args, d: _Dist) -> dict:
                          f"{args.batch} x {d.world}")
     accum = G // (args.batch * d.world)
     train_ids, val_ids, tok = load_corpus(args.data)
+    check_split_length(train_ids, args.context, f"the training split of {args.data}")
+    if args.eval_batches:  # before training, not after it
+        check_split_length(val_ids, args.context, f"the validation split of {args.data}")
     overrides = {"vocab_size": tok.vocab_size,
                  "max_len": max(args.context, PRESETS[args.preset][1].max_len),
                  **_overrides(args.set, args.preset)}
@@ -180,7 +207,6 @@ def _train(args, d: _Dist) -> dict:
         if was != G:
             raise ValueError(f"the checkpoint was trained with global batch {was}, "
                              f"this run asks for {G}")
-        history["train_loss"] = [tuple(v) for v in history["train_loss"]]
     run_info = {"preset": args.preset, "overrides": overrides, "data": args.data,
                 "global_batch": G, "context": args.context, "chars": "".join(tok.itos)}
     history["run"] = run_info
@@ -215,6 +241,7 @@ def _train(args, d: _Dist) -> dict:
         loss_sum.zero_()
         for a in range(accum):
             lo = (a * d.world + d.rank) * args.batch  # this process's rows of the global batch
+            torch.manual_seed(dropout_seed(args.seed, step, lo))
             x = x_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             y = y_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             last = a == accum - 1

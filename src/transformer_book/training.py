@@ -114,8 +114,21 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step
     save_file(tensors, str(path), metadata={"book": json.dumps(meta)})
 
 
+def _history_from_json(history: dict) -> dict:
+    """Undo JSON's one change to a history: a list of (step, value) tuples came back as a list
+    of lists. Entries that are not lists (a dict, a number) are kept as they are."""
+    if not isinstance(history, dict):
+        raise ValueError(f"a checkpoint's history must be a dict, got {type(history).__name__}")
+    return {k: [tuple(x) if isinstance(x, list) else x for x in v] if isinstance(v, list)
+            else v for k, v in history.items()}
+
+
 def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng: bool = True) -> dict:
     """Load what ``save_checkpoint`` wrote; returns its metadata (step, history).
+
+    The history comes back as it was saved: JSON turns the (step, value) pairs of its lists
+    into lists, which are made tuples again; anything else (a dict such as pretrain_gpt's
+    "run", a number, a string) is returned unchanged.
 
     Everything is checked before anything changes: a checkpoint that does not fit leaves the
     model, the optimizer and the RNG states as they were.
@@ -138,6 +151,7 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
         raise ValueError(f"{path} is a safetensors file but not a checkpoint written by "
                          "save_checkpoint (its metadata has no 'book' entry)")
     meta = json.loads(raw)
+    meta["history"] = _history_from_json(meta.get("history") or {})
     model = getattr(model, "_orig_mod", model)
     own = model.state_dict()
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -369,4 +383,6 @@ class Trainer:
         meta = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.step = meta["step"]
         self.seconds = float(meta.get("elapsed", 0.0))
-        self.history = {k: [tuple(x) for x in v] for k, v in meta["history"].items()}
+        self.history = meta["history"]  # as saved, pairs as tuples (load_checkpoint)
+        for key in ("train_loss", "lr"):  # a history another loop wrote may lack them
+            self.history.setdefault(key, [])
