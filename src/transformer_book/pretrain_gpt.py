@@ -12,8 +12,9 @@ gradients. The sequences of step ``s`` are a function of the seed and ``s`` only
 processes and micro-steps, so a run on N processes takes the same steps as a run on one (up
 to the order of float additions), and a resumed run continues exactly where its checkpoint
 stopped. Dropout is seeded per micro-batch by its rows (``dropout_seed``): every process
-draws its own masks, and with the same ``--batch`` N processes still equal one. Checkpoints (safetensors, ``training.save_checkpoint``) hold the uncompiled model,
-the optimizer and the step; ``--resume`` continues from ``OUT/checkpoint.safetensors``.
+draws its own masks, and with the same ``--batch`` N processes still equal one. Checkpoints
+(safetensors, ``training.save_checkpoint``) hold the uncompiled model, the optimizer and the
+step; ``--resume`` continues from ``OUT/checkpoint.safetensors``.
 
 Processes talk over gloo on CPU and nccl on CUDA; only rank 0 shows a progress bar, prints
 and writes checkpoints. See chapter 12.
