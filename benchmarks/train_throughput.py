@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from _common import interleaved, machine, matmul_peak
 
 from transformer_book.pretrained import from_hf
-from transformer_book.utils import autocast
+from transformer_book.device import autocast
 
 CONFIGS = {  # name: (n_layers, n_heads, d_model, context T, batch B, vocabulary V)
     "small": (6, 6, 384, 256, 8, 65),

@@ -120,8 +120,9 @@ def test_bad_ids_raise_value_error_on_cuda_too():
 @pytest.mark.parametrize("case, exc, words", [
     ("wrong_length", ValueError, ["(B, T) = (2, 5)", "(2, 4)"]),
     ("wrong_rank", ValueError, ["(B, 1, 1, T) = (2, 1, 1, 5)", "(2, 1, 5)"]),
-    ("float_not_01", TypeError, ["only 0 and 1", "torch.float32"]),
-    ("nan", TypeError, ["only 0 and 1"]),
+    ("float_not_01", TypeError, ["bool or integer 0/1", "torch.float32"]),
+    ("nan", TypeError, ["bool or integer 0/1"]),
+    ("int_not_01", ValueError, ["only 0 and 1", "[0, 2]", "torch.int64"]),
     ("broadcast_not_bool", TypeError, ["must be bool", "torch.int64"]),
     ("not_a_tensor", TypeError, ["torch.Tensor", "list"]),
 ])
@@ -134,6 +135,7 @@ def test_bad_padding_masks(name, case, exc, words):
             "wrong_rank": torch.ones(2, 1, 5, dtype=torch.bool),
             "float_not_01": torch.full((2, 5), 0.5),
             "nan": torch.full((2, 5), float("nan")),
+            "int_not_01": torch.tensor([[1, 1, 2, 1, 0], [1, 1, 1, 1, 1]]),
             "broadcast_not_bool": torch.ones(2, 1, 1, 5, dtype=torch.long),
             "not_a_tensor": [[1] * 5] * 2}[case]
     with pytest.raises(exc) as info, torch.no_grad():
@@ -143,6 +145,37 @@ def test_bad_padding_masks(name, case, exc, words):
             model(ids, attention_mask=mask)
     for w in words:
         assert w in str(info.value), (w, str(info.value))
+
+
+@pytest.mark.parametrize("name", ["gpt", "bert", "transformer-src", "t5-src", "rnn-classifier"])
+def test_float_masks_are_refused_not_guessed(name):
+    """An additive mask's 0 means "keep"; a 0/1 mask's 0 means "drop". An all-zero float mask
+    (additive: nothing masked) used to be read as 0/1 and mask every token, silently. Every
+    float mask is now a TypeError that says why, and the bool and integer forms still run."""
+    make, _ = MODELS[name]
+    model = make().eval()
+    ids = ok_ids()
+
+    def run(mask):
+        with torch.no_grad():
+            if name.endswith("-src"):
+                return model(ids, ids[:, :2], src_mask=mask).logits
+            return model(ids, attention_mask=mask).logits
+
+    additive_nothing_masked = torch.zeros(2, 5)
+    for mask in (additive_nothing_masked, torch.ones(2, 5), torch.ones(2, 5).half(),
+                 torch.ones(2, 1, 1, 5)):
+        with pytest.raises(TypeError) as info:
+            run(mask)
+        msg = str(info.value)
+        for words in ("bool or integer 0/1", str(mask.dtype), "additive", "refused"):
+            assert words in msg, (words, msg)
+    full = run(None)
+    for mask in (torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 5, dtype=torch.long),
+                 torch.ones(2, 5, dtype=torch.int32), torch.ones(2, 1, 1, 5, dtype=torch.bool)):
+        if name == "rnn-classifier" and mask.dim() == 4:
+            continue
+        torch.testing.assert_close(run(mask), full)
 
 
 # ------------------------------------------------------------------------------- build

@@ -85,7 +85,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="token_type_ids"):
         model(ids, token_type_ids=torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="attention_mask"):
-        model(ids, attention_mask=torch.ones(2, 7))
+        model(ids, attention_mask=torch.ones(2, 7, dtype=torch.long))  # wrong length
     with pytest.raises(TypeError, match="input_ids"):
         model(ids.float())
     with pytest.raises(ValueError, match="max_len"):

@@ -122,7 +122,7 @@ def test_code_lines_fit_the_page(path):
                       f"{long}")
 
 
-# Every seed a chapter uses goes through utils.book_seed, so that $BOOK_SEED reruns the whole
+# Every seed a chapter uses goes through runmode.book_seed, so that $BOOK_SEED reruns the whole
 # chapter on other seeds (the claims check, CI's test pass). A literal seed handed straight to
 # a generator would stay fixed and hide a claim that holds for one seed only.
 LITERAL_SEED = re.compile(r"(manual_seed|default_rng|\bRandom|seed_everything)\(\s*\d"

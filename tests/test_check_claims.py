@@ -17,7 +17,7 @@ def test_claims_check_reports_the_setting_and_the_failing_values(tmp_path):
     nb.cells = [
         nbformat.v4.new_code_cell(
             "import os, torch\n"
-            "from transformer_book.utils import book_seed\n"
+            "from transformer_book import book_seed\n"
             "assert os.environ['BOOK_SEED'] == '3' and book_seed(1) == 4\n"
             "assert torch.get_num_threads() == 1"),
         nbformat.v4.new_code_cell(

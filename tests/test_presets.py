@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from transformer_book.models import PRESETS, build
-from transformer_book.utils import count_params
+from transformer_book.models import count_params
 
 # Published sizes: GPT-2 (Radford et al. 2019, as released), GPT-1, BERT encoder + pooler
 # (Devlin et al. 2019, without the MLM head), T5 (Raffel et al. 2020, shared embedding once).

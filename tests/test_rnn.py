@@ -7,7 +7,7 @@ from transformer_book.data.synthetic import recall_batch
 from transformer_book.models import build
 from transformer_book.models.rnn import (RNNClassifier, RNNSeq2Seq, RNNSeq2SeqConfig,
                                          step_gradient_norms)
-from transformer_book.utils import count_params
+from transformer_book.models import count_params
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -244,7 +244,7 @@ def test_attention_rnn_rejects_bad_input():
     with pytest.raises(ValueError, match="src_mask must have shape"):
         model.decode(tgt, memory, src_mask=torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(TypeError, match="src_mask of shape"):
-        model.encode(src, torch.ones(2, 1, 1, 5))
+        model.encode(src, torch.ones(2, 1, 1, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one real"):
         model.encode(torch.tensor([[PAD, PAD], [3, 4]]))
     with pytest.raises(ValueError, match="ids must lie in"):

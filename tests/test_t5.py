@@ -162,3 +162,11 @@ def test_relative_bias_on_a_fully_masked_row_stays_finite_in_half_precision(dtyp
     src[1, :3] = torch.tensor([4, 5, 6])
     with torch.no_grad():
         assert torch.isfinite(model(src, torch.zeros(2, 3, dtype=torch.long)).logits).all()
+
+
+def test_decoder_depth_is_one_rule_for_the_model_and_the_checkpoint_loader():
+    assert CFG.decoder_depth == 3 and T5Config(n_layers=4).decoder_depth == 4
+    assert T5Config(n_layers=4, n_decoder_layers=0).decoder_depth == 0
+    model = T5(CFG)
+    assert len(model.decoder.blocks) == 3 and len(model.encoder.blocks) == 2
+    assert len(model.make_cache()) == 3  # one cache entry per decoder block

@@ -237,12 +237,13 @@ def test_evaluate_restores_training_mode_when_eval_fn_raises():
 
 
 def test_mixed_precision_choice(monkeypatch):
-    from transformer_book import training, utils
-    assert utils.autocast_dtype("cpu") is None
+    from transformer_book import training
+    from transformer_book.device import autocast_dtype
+    assert autocast_dtype("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert utils.autocast_dtype("cuda") == torch.bfloat16
+    assert autocast_dtype("cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
-    assert utils.autocast_dtype("cuda") == torch.float16
+    assert autocast_dtype("cuda") == torch.float16
     assert Trainer(tiny_lm(), device="cpu", progress=False).scaler is None
     # with fp16 chosen the Trainer scales the loss; in fp32 the power-of-two scale and its
     # unscaling are exact, so the run must equal the unscaled one step for step
@@ -399,3 +400,23 @@ def test_cross_attention_cache_cannot_serve_another_source():
     mem_b = model.encode(src_b)
     got = model.decode(bos, mem_b, cache=cache).logits
     torch.testing.assert_close(got, model.decode(bos, mem_b).logits)
+
+
+def test_adamw_param_groups_one_rule_for_the_trainer_and_the_command_line():
+    from transformer_book.training import adamw_param_groups
+    model = tiny_lm()
+    frozen = model.pos_emb.table if hasattr(model.pos_emb, "table") else next(
+        model.pos_emb.parameters())
+    frozen.requires_grad_(False)  # in no group
+    groups = adamw_param_groups(model, 0.1)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert all(p.dim() >= 2 for p in groups[0]["params"])
+    assert all(p.dim() < 2 for p in groups[1]["params"]) and groups[1]["params"]
+    ids = {id(p) for g in groups for p in g["params"]}
+    assert ids == {id(p) for p in model.parameters() if p.requires_grad}
+    assert id(frozen) not in ids
+    opt = Trainer(model, weight_decay=0.1, device="cpu", progress=False).optimizer
+    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == \
+        [[id(p) for p in g["params"]] for g in groups]
+    with pytest.raises(ValueError, match="weight_decay must be a number >= 0, got -1"):
+        adamw_param_groups(model, -1)

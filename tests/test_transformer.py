@@ -4,7 +4,7 @@ import torch
 
 from transformer_book.models import build
 from transformer_book.models.transformer import Transformer, TransformerConfig
-from transformer_book.utils import count_params
+from transformer_book.models import count_params
 
 PAD = 0
 

@@ -4,7 +4,7 @@ An asserted claim in a chapter must hold on the reader's machine, not only on th
 written from: another CPU or thread count changes the last digits of sums, and a few hundred
 training steps turn that into a different run. This runs each chapter under
 
-    seed1    BOOK_SEED=1 (every seed the chapter uses shifted by one, see utils.book_seed)
+    seed1    BOOK_SEED=1 (every seed the chapter uses shifted by one, see runmode.book_seed)
     seed2    BOOK_SEED=2
     1thread  BOOK_SEED=0 on one torch thread (OMP_NUM_THREADS=1)
 

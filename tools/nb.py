@@ -39,7 +39,7 @@ except ImportError:
                            f"transformer_book[book] @ {{url}}"])
     importlib.invalidate_caches()
     import transformer_book
-from transformer_book.utils import setup
+from transformer_book import setup
 device = setup(seed=0)'''
 
 

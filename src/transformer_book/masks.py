@@ -66,26 +66,37 @@ def as_padding_mask(mask: torch.Tensor | None, B: int, T: int,
                     name: str = "attention_mask") -> torch.Tensor | None:
     """The one way every model reads a padding mask.
 
-    Accepts ``None``, a (B, T) tensor of bool or 0/1 numbers (1/True = real token, the
+    Accepts ``None``, a (B, T) tensor of bool or integer 0/1 (1/True = real token, the
     Hugging Face convention), or the broadcast form: bool (B, 1, 1, T).
+
+    A float mask is refused, even one holding only 0 and 1: an additive mask's 0 means
+    "keep" (it adds nothing to the score) while a 0/1 mask's 0 means "drop", so an all-zero
+    float mask means "nothing masked" in one convention and "everything masked" in the other.
+    The package does not guess: pass ``mask.bool()`` for a 0/1 mask, ``mask == 0`` for an
+    additive one.
 
     Returns:
         bool (B, 1, 1, T), True at real tokens, or None.
     Raises:
-        TypeError for a non-tensor or a float mask holding values other than 0 and 1;
-        ValueError for any other shape.
+        TypeError for a non-tensor or a float (or complex) mask; ValueError for an integer
+        mask holding values other than 0 and 1, and for any other shape.
     """
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape ({B}, {T}) or None, "
                         f"got {type(mask).__name__}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(f"{name} must be bool or integer 0/1 (1 = real token), got a "
+                        f"{mask.dtype} tensor: a float mask is ambiguous (an additive mask's 0 "
+                        f"means keep, a 0/1 mask's 0 means drop), so it is refused; pass "
+                        f"mask.bool() for a 0/1 mask or (mask == 0) for an additive one")
     if mask.dim() == 2 and tuple(mask.shape) == (B, T):
         if mask.dtype != torch.bool:
-            if mask.is_floating_point() or mask.is_complex():
-                if not bool(((mask == 0) | (mask == 1)).all()):
-                    raise TypeError(f"{name} must hold only 0 and 1 (or be bool), got values "
-                                    f"other than 0/1 in a {mask.dtype} tensor")
+            if not torch.compiler.is_compiling() and not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(f"{name} must hold only 0 and 1 (1 = real token), got values "
+                                 f"in [{int(mask.min())}, {int(mask.max())}] in a "
+                                 f"{mask.dtype} tensor")
             mask = mask != 0
         return mask[:, None, None, :]  # (B, 1, 1, T)
     if mask.dim() == 4 and tuple(mask.shape) == (B, 1, 1, T):

@@ -183,7 +183,7 @@ def _t5(cfg: dict, ck: _Checkpoint, _=None):
                       eps=cfg.get("layer_norm_epsilon", 1e-6), pad_id=cfg.get("pad_token_id", 0),
                       decoder_start_id=cfg.get("decoder_start_token_id", 0))
     w = {"shared.weight": ck.take("shared.weight")}
-    for stack, n in (("encoder", config.n_layers), ("decoder", cfg.get("num_decoder_layers") or cfg["num_layers"])):
+    for stack, n in (("encoder", config.n_layers), ("decoder", config.decoder_depth)):
         ck.take_copy(f"{stack}.embed_tokens.weight", w["shared.weight"])
         w[f"{stack}.rel_bias.embedding.weight"] = ck.take(
             f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")

@@ -1,4 +1,4 @@
-"""Training loop, learning-rate schedules, label smoothing and checkpoints. See chapter 6.
+"""Training loop, learning-rate schedules and checkpoints. See chapter 6.
 
 ``Trainer`` is deliberately small: Adam(W), a schedule, gradient clipping, autocast on CUDA
 only (bf16 where the GPU supports it, else fp16 with a gradient scaler), a tqdm bar with the
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .utils import autocast, autocast_dtype, get_device
+from .device import autocast, autocast_dtype, get_device
+from .losses import label_smoothed_cross_entropy  # the default loss with label_smoothing > 0
 
-__all__ = ["Trainer", "noam_schedule", "warmup_cosine", "label_smoothed_cross_entropy",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["Trainer", "adamw_param_groups", "noam_schedule", "warmup_cosine",
+           "label_smoothed_cross_entropy", "save_checkpoint", "load_checkpoint"]
 
 
 def noam_schedule(d_model: int, warmup_steps: int = 4000):
@@ -66,27 +66,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return mult
-
-
-def label_smoothed_cross_entropy(logits, targets, smoothing: float = 0.0, ignore_index: int = -100):
-    """Cross-entropy against (1 - eps) * one_hot + eps / V, averaged over non-ignored tokens.
-
-    Args:
-        logits: (N, V) or (B, T, V); targets: (N,) or (B, T) class ids, ``ignore_index`` skipped.
-    """
-    V = logits.shape[-1]
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
-                         "must agree on all but the last dimension")
-    logp = F.log_softmax(logits.reshape(-1, V).float(), dim=-1)  # (N, V)
-    t = targets.reshape(-1)
-    keep = t != ignore_index
-    if not bool(keep.any()):
-        return logp.sum() * 0.0  # nothing to learn from; keeps the graph
-    logp, t = logp[keep], t[keep]
-    nll = -logp.gather(1, t[:, None])[:, 0]  # (N,)
-    uniform = -logp.mean(dim=-1)  # (N,): cross-entropy with the uniform distribution
-    return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -135,8 +114,21 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step
     save_file(tensors, str(path), metadata={"book": json.dumps(meta)})
 
 
+def _history_from_json(history: dict) -> dict:
+    """Undo JSON's one change to a history: a list of (step, value) tuples came back as a list
+    of lists. Entries that are not lists (a dict, a number) are kept as they are."""
+    if not isinstance(history, dict):
+        raise ValueError(f"a checkpoint's history must be a dict, got {type(history).__name__}")
+    return {k: [tuple(x) if isinstance(x, list) else x for x in v] if isinstance(v, list)
+            else v for k, v in history.items()}
+
+
 def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng: bool = True) -> dict:
     """Load what ``save_checkpoint`` wrote; returns its metadata (step, history).
+
+    The history comes back as it was saved: JSON turns the (step, value) pairs of its lists
+    into lists, which are made tuples again; anything else (a dict such as pretrain_gpt's
+    "run", a number, a string) is returned unchanged.
 
     Everything is checked before anything changes: a checkpoint that does not fit leaves the
     model, the optimizer and the RNG states as they were.
@@ -159,6 +151,7 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
         raise ValueError(f"{path} is a safetensors file but not a checkpoint written by "
                          "save_checkpoint (its metadata has no 'book' entry)")
     meta = json.loads(raw)
+    meta["history"] = _history_from_json(meta.get("history") or {})
     model = getattr(model, "_orig_mod", model)
     own = model.state_dict()
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -208,6 +201,18 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rng:
 
 
 # ----------------------------------------------------------------------------- the trainer
+
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's two parameter groups: weight decay on the matrices (linear and embedding
+    weights), none on the vectors (biases, norm gains), which decay would only pull towards
+    zero. Frozen parameters (requires_grad False) are left out."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+            or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
 
 def _takes_targets(model: nn.Module) -> bool:
     """Whether ``model.forward`` accepts ``targets=`` (every model of the book does)."""
@@ -281,11 +286,8 @@ class Trainer:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
-        decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        self.optimizer = torch.optim.AdamW(adamw_param_groups(model, weight_decay), lr=lr,
+                                           betas=betas, eps=eps)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be None or a callable step -> multiplier, "
                             f"got {type(schedule).__name__}")
@@ -404,4 +406,6 @@ class Trainer:
         meta = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.step = meta["step"]
         self.seconds = float(meta.get("elapsed", 0.0))
-        self.history = {k: [tuple(x) for x in v] for k, v in meta["history"].items()}
+        self.history = meta["history"]  # as saved, pairs as tuples (load_checkpoint)
+        for key in ("train_loss", "lr"):  # a history another loop wrote may lack them
+            self.history.setdefault(key, [])

@@ -3,13 +3,14 @@
 Every model's forward returns a ``ModelOutput`` (logits, loss, weights); see ``output.py``.
 
 ``build("gpt2", device="meta")`` constructs the model without allocating memory, which is
-enough to count its parameters.
+enough to count its parameters (``count_params``).
 """
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+import torch.nn as nn
 
 from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
 from .gpt import (GPT, GPT1_CLASSIFIER_PRESETS, GPT_PRESETS, GPT1Classifier,
@@ -21,8 +22,8 @@ from .rnn import (ATTENTION_RNN_PRESETS, RNN_CLASSIFIER_PRESETS, RNN_PRESETS,
                   AttentionRNNConfig, AttentionRNNSeq2Seq, RNNClassifier, RNNClassifierConfig,
                   RNNSeq2Seq, RNNSeq2SeqConfig)
 
-__all__ = ["build", "register", "PRESETS", "ModelOutput", "GPT", "GPTConfig", "GPT1Classifier",
-           "GPT1ClassifierConfig", "gpt1_classification_input", "Transformer",
+__all__ = ["build", "register", "PRESETS", "count_params", "ModelOutput", "GPT", "GPTConfig",
+           "GPT1Classifier", "GPT1ClassifierConfig", "gpt1_classification_input", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
            "T5", "T5Config", "RNNClassifier", "RNNClassifierConfig", "RNNSeq2Seq",
            "RNNSeq2SeqConfig", "AttentionRNNSeq2Seq", "AttentionRNNConfig"]
@@ -72,3 +73,19 @@ def build(name: str, device=None, **overrides):
     with torch.device(device if device is not None else "cpu"):
         model = cls(cfg)
     return model
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters; a tensor shared by several modules (tied embeddings) counts once.
+
+    Works on models built on the "meta" device, which hold no memory.
+    """
+    seen, total = set(), 0
+    for p in model.parameters():  # parameters() already yields a shared Parameter once
+        if trainable_only and not p.requires_grad:
+            continue
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

@@ -22,7 +22,8 @@ import torch.nn as nn
 from ..layers import ACTIVATIONS, Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 from .shared import run_blocks
 
 __all__ = ["BertConfig", "Bert", "BertForMaskedLM", "BertForClassification", "BERT_PRESETS",

@@ -16,7 +16,8 @@ from ..cache import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import LearnedPositionalEmbedding
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 from .shared import last_real_index, run_blocks
 
 __all__ = ["GPTConfig", "GPT", "GPT_PRESETS"]

@@ -1,4 +1,5 @@
-"""What every model of the book returns, and the loss they share.
+"""What every model of the book returns, and the check of token ids they share. The loss
+they share is ``losses.cross_entropy``.
 
     out = model(ids, targets=targets, attention_mask=mask, return_weights=True)
     out.logits    # (B, T, V) (a classifier: (B, n_classes))
@@ -11,11 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["ModelOutput", "cross_entropy", "check_token_ids", "IGNORE_INDEX"]
-
-IGNORE_INDEX = -100
+__all__ = ["ModelOutput", "check_token_ids"]
 
 
 @dataclass
@@ -80,26 +78,3 @@ def check_token_ids(ids, vocab_size: int | None, max_len: int | None = None, nam
         raise ValueError(f"{name}[{b}, {t}] = {int(ids[b, t])} is not a token id: ids must lie "
                          f"in [0, vocab_size={vocab_size})")
 
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, name: str = "targets"):
-    """Mean cross-entropy of ``logits`` (..., V) against ``targets`` (...), -100 ignored,
-    computed in float32 (safe under bf16 autocast)."""
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {tuple(logits.shape[:-1])}, "
-                        f"got {type(targets).__name__}")
-    if tuple(targets.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"{name} must have shape {tuple(logits.shape[:-1])}, "
-                         f"got {tuple(targets.shape)}")
-    if targets.dtype not in (torch.long, torch.int32):
-        raise TypeError(f"{name} must be integer class ids (int64 or int32), got {targets.dtype}")
-    V = logits.shape[-1]
-    t = targets.reshape(-1).long()  # (N,)
-    bad = (t != IGNORE_INDEX) & ((t < 0) | (t >= V))  # (N,)
-    if not torch.compiler.is_compiling() and bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        raise ValueError(f"{name} holds {int(t[i])} at flat position {i}: targets must lie in "
-                         f"[0, {V}) or be -100 (ignored)")
-    total = F.cross_entropy(logits.reshape(-1, V).float(), t, ignore_index=IGNORE_INDEX,
-                            reduction="sum")
-    # divide on the device (no host sync); no target at all gives 0, not NaN
-    return total / (t != IGNORE_INDEX).sum().clamp(min=1)

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..masks import as_padding_mask
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 from .shared import check_memory, last_real_index, source_mask
 
 __all__ = ["RNNClassifierConfig", "RNNClassifier", "step_gradient_norms", "RNNSeq2SeqConfig",

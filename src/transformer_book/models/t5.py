@@ -22,7 +22,8 @@ from ..cache import Cache
 from ..layers import Block, RMSNorm
 from ..masks import as_padding_mask
 from ..positional import RelativePositionBias
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 from .shared import check_memory, run_blocks, source_mask
 
 __all__ = ["T5Config", "T5", "T5_PRESETS"]
@@ -50,6 +51,11 @@ class T5Config:
     pad_id: int = 0
     decoder_start_id: int = 0  # T5 starts decoding from the pad token
 
+    @property
+    def decoder_depth(self) -> int:
+        """The number of decoder blocks: ``n_decoder_layers``, or ``n_layers`` when None."""
+        return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
+
 
 T5_PRESETS = {
     "t5-small": T5Config(),
@@ -68,16 +74,12 @@ T5_PRESETS = {
 }
 
 
-def _decoder_depth(c: T5Config) -> int:
-    return c.n_layers if c.n_decoder_layers is None else c.n_decoder_layers
-
-
 class T5Stack(nn.Module):
     """The encoder (bidirectional) or the decoder (causal, with cross-attention) of T5."""
 
     def __init__(self, c: T5Config, decoder: bool):
         super().__init__()
-        n = _decoder_depth(c) if decoder else c.n_layers
+        n = c.decoder_depth if decoder else c.n_layers
         self.blocks = nn.ModuleList(
             Block(c.d_model, c.n_heads, c.d_ff, dropout=c.dropout, norm_first=True,
                   cross_attention=decoder, causal=decoder, activation=c.activation,
@@ -157,7 +159,7 @@ class T5(nn.Module):
                 nn.init.ones_(m.weight)
 
     def make_cache(self) -> Cache:
-        return Cache(_decoder_depth(self.config), cross=True)
+        return Cache(self.config.decoder_depth, cross=True)
 
     def _check_ids(self, name: str, ids: torch.Tensor) -> None:
         # no max_len: T5's positions are relative buckets, not a table indexed by position,

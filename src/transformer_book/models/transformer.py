@@ -25,7 +25,8 @@ from ..cache import Cache
 from ..layers import Block, LayerNorm
 from ..masks import as_padding_mask
 from ..positional import SinusoidalPositionalEncoding
-from .output import ModelOutput, check_token_ids, cross_entropy
+from ..losses import cross_entropy
+from .output import ModelOutput, check_token_ids
 from .shared import check_memory, run_blocks, source_mask
 
 __all__ = ["TransformerConfig", "Transformer", "TRANSFORMER_PRESETS"]

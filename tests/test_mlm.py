@@ -1,8 +1,8 @@
-"""BERT's 80/10/10 masking (transformer_book.masking.mask_tokens)."""
+"""BERT's 80/10/10 masking (transformer_book.data.mlm.mask_tokens)."""
 import pytest
 import torch
 
-from transformer_book.masking import mask_tokens
+from transformer_book.data.mlm import mask_tokens
 
 V, MASK, CLS, SEP, PAD = 50, 3, 1, 2, 0
 SPECIALS = (PAD, CLS, SEP)

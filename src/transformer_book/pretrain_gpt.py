@@ -1,8 +1,8 @@
-"""Train a GPT preset from the command line, on one device or many (DistributedDataParallel).
+"""Pretrain a GPT preset from the command line, on one device or many (DDP).
 
-    python -m transformer_book.train --preset gpt2-tiny --data shakespeare --steps 500 \\
-        --batch 16 --global-batch 64 --context 128 --out runs/tiny
-    torchrun --nproc_per_node 2 -m transformer_book.train ...      (same arguments)
+    python -m transformer_book.pretrain_gpt --preset gpt2-tiny --data shakespeare \\
+        --steps 500 --batch 16 --global-batch 64 --context 128 --out runs/tiny
+    torchrun --nproc_per_node 2 -m transformer_book.pretrain_gpt ...      (same arguments)
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv-endpoint HOST:PORT ...
 
 The global batch (sequences per optimizer step) is the same however many processes run:
@@ -11,8 +11,10 @@ each step, every process computes ``--batch`` sequences per micro-step for
 gradients. The sequences of step ``s`` are a function of the seed and ``s`` only, split among
 processes and micro-steps, so a run on N processes takes the same steps as a run on one (up
 to the order of float additions), and a resumed run continues exactly where its checkpoint
-stopped. Checkpoints (safetensors, ``training.save_checkpoint``) hold the uncompiled model,
-the optimizer and the step; ``--resume`` continues from ``OUT/checkpoint.safetensors``.
+stopped. Dropout is seeded per micro-batch by its rows (``dropout_seed``): every process
+draws its own masks, and with the same ``--batch`` N processes still equal one. Checkpoints
+(safetensors, ``training.save_checkpoint``) hold the uncompiled model, the optimizer and the
+step; ``--resume`` continues from ``OUT/checkpoint.safetensors``.
 
 Processes talk over gloo on CPU and nccl on CUDA; only rank 0 shows a progress bar, prints
 and writes checkpoints. See chapter 12.
@@ -20,6 +22,7 @@ and writes checkpoints. See chapter 12.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,12 +35,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .models import PRESETS, build
+from .models import PRESETS, build, count_params
 from .models.gpt import GPT
-from .training import load_checkpoint, save_checkpoint, warmup_cosine
-from .utils import autocast, get_device
+from .training import adamw_param_groups, load_checkpoint, save_checkpoint, warmup_cosine
+from .device import autocast, get_device
 
-__all__ = ["main", "parse_args", "load_corpus"]
+__all__ = ["main", "parse_args", "load_corpus", "global_batch", "dropout_seed"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -63,9 +66,15 @@ def load_corpus(name: str):
     return as_ids(train), as_ids(val), tok
 
 
-def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int):
+def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int,
+                 split: str = "the split"):
     """The ``n`` (input, target) windows of length ``T`` of optimizer step ``step`` (from 0):
-    a function of (seed, step) only, whoever asks. Returns two (n, T) tensors."""
+    a function of (seed, step) only, whoever asks. Returns two (n, T) tensors.
+
+    Raises:
+        ValueError when ``ids`` is shorter than ``T + 2`` tokens (``split`` names it).
+    """
+    check_split_length(ids, T, split)
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     starts = torch.randint(0, len(ids) - T - 1, (n,), generator=g)  # (n,)
     rows = starts[:, None] + torch.arange(T + 1)  # (n, T + 1)
@@ -73,8 +82,25 @@ def global_batch(ids: torch.Tensor, step: int, n: int, T: int, seed: int):
     return w[:, :-1], w[:, 1:]
 
 
+def check_split_length(ids: torch.Tensor, T: int, split: str) -> None:
+    """Windows of ``T`` inputs and their ``T`` shifted targets start in [0, len - T - 1):
+    a split needs at least ``T + 2`` tokens."""
+    if len(ids) < T + 2:
+        raise ValueError(f"{split} holds {len(ids)} tokens, too few for --context {T}: "
+                         f"drawing windows needs at least context + 2 = {T + 2} tokens; "
+                         f"use a shorter --context or more text")
+
+
+def dropout_seed(seed: int, step: int, row: int) -> int:
+    """The torch seed of the micro-batch that starts at row ``row`` of optimizer step
+    ``step``'s global batch. Dropout masks thus differ between processes and micro-steps
+    (each has its own rows: one seed on every rank would repeat the same masks there), do not
+    depend on how many processes share the rows, and repeat exactly in a resumed run."""
+    return ((seed * 1_000_003 + step) * 1_000_033 + row) % 2 ** 63
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m transformer_book.train",
+    ap = argparse.ArgumentParser(prog="python -m transformer_book.pretrain_gpt",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="gpt2-tiny", help="a GPT preset of models.build")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -92,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/train", help="checkpoint directory")
+    ap.add_argument("--out", default="runs/pretrain_gpt", help="checkpoint directory")
     ap.add_argument("--save-every", type=int, default=0, help="0: only at the end")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/" + CHECKPOINT)
     ap.add_argument("--eval-batches", type=int, default=4, help="validation batches at the end")
@@ -161,15 +187,15 @@ def _train(args, d: _Dist) -> dict:
                          f"{args.batch} x {d.world}")
     accum = G // (args.batch * d.world)
     train_ids, val_ids, tok = load_corpus(args.data)
+    check_split_length(train_ids, args.context, f"the training split of {args.data}")
+    if args.eval_batches:  # before training, not after it
+        check_split_length(val_ids, args.context, f"the validation split of {args.data}")
     overrides = {"vocab_size": tok.vocab_size,
                  "max_len": max(args.context, PRESETS[args.preset][1].max_len),
                  **_overrides(args.set, args.preset)}
     torch.manual_seed(args.seed)  # the same initial weights on every process
     model = build(args.preset, **overrides).to(d.device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
+    opt = torch.optim.AdamW(adamw_param_groups(model, args.weight_decay), lr=args.lr,
                             betas=(0.9, 0.95))
     schedule = warmup_cosine(min(args.warmup, args.steps), args.steps, min_ratio=0.1)
     out = Path(args.out)
@@ -182,14 +208,13 @@ def _train(args, d: _Dist) -> dict:
         if was != G:
             raise ValueError(f"the checkpoint was trained with global batch {was}, "
                              f"this run asks for {G}")
-        history["train_loss"] = [tuple(v) for v in history["train_loss"]]
     run_info = {"preset": args.preset, "overrides": overrides, "data": args.data,
                 "global_batch": G, "context": args.context, "chars": "".join(tok.itos)}
     history["run"] = run_info
     if d.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps(run_info, indent=1))
-        print(f"{args.preset}: {sum(p.numel() for p in decay + no_decay):,} parameters; "
+        print(f"{args.preset}: {count_params(model):,} parameters; "
               f"{d.world} process(es) on {d.device}; global batch {G} = {args.batch} x "
               f"{d.world} x {accum} accumulation; {args.steps} steps from step {step}",
               flush=True)
@@ -217,10 +242,11 @@ def _train(args, d: _Dist) -> dict:
         loss_sum.zero_()
         for a in range(accum):
             lo = (a * d.world + d.rank) * args.batch  # this process's rows of the global batch
+            torch.manual_seed(dropout_seed(args.seed, step, lo))
             x = x_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             y = y_all[lo:lo + args.batch].to(d.device, non_blocking=True)
             last = a == accum - 1
-            sync = ddp.no_sync() if d.on and not last else _nullcontext()
+            sync = ddp.no_sync() if d.on and not last else contextlib.nullcontext()
             with sync:
                 with autocast(d.device):
                     loss = fwd(x, targets=y).loss / accum
@@ -256,14 +282,6 @@ def _train(args, d: _Dist) -> dict:
               f"{result['val_loss']:.4f} ({result['val_loss'] / math.log(2):.3f} bits/char); "
               f"{seconds:.1f} s of training", flush=True)
     return result
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

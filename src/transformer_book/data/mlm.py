@@ -3,7 +3,8 @@
 Devlin et al. (2019) choose 15% of the positions of each sequence as prediction targets. Of
 those, 80% are replaced by [MASK], 10% by a random token and 10% are left as they were, so that
 the model cannot learn that only [MASK] positions matter, and must keep a useful representation
-of every token. Special tokens ([CLS], [SEP], padding) are never chosen.
+of every token. Special tokens ([CLS], [SEP], padding) are never chosen. T5's corruption of
+whole spans, its twin, is ``span_corruption.py`` beside this file (chapter 11).
 
 Example::
 

@@ -1,4 +1,5 @@
-"""Device choice, the size switch, seeding, parameter counting, plotting helpers."""
+"""The device and run-mode helpers (device.py, runmode.py: device choice, the size switch,
+seeding, smoke mode), parameter counting, plotting helpers."""
 import math
 
 import matplotlib
@@ -10,7 +11,9 @@ import torch
 
 from transformer_book import plotting
 from transformer_book.models import build
-from transformer_book.utils import count_params, get_device, scale, seed_everything
+from transformer_book.device import get_device
+from transformer_book.models import count_params
+from transformer_book.runmode import scale, seed_everything
 
 
 def test_count_params_counts_tied_weights_once():
@@ -81,7 +84,7 @@ def test_korean_font_is_registered():
 
 
 def test_smoke_mode_and_budget(monkeypatch):
-    from transformer_book.utils import budget, smoke
+    from transformer_book.runmode import budget, smoke
     monkeypatch.delenv("BOOK_SMOKE", raising=False)
     assert smoke() is False and budget(500) == 500
     monkeypatch.setenv("BOOK_SMOKE", "1")
@@ -97,12 +100,12 @@ def test_smoke_mode_and_budget(monkeypatch):
 def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
     """CI's smoke mode runs the autocast path a GPU reader gets (bf16) on the CPU; a normal CPU
     run keeps fp32, and its training is bitwise the same as with no autocast at all."""
-    from transformer_book import utils
+    from transformer_book import device as dev
     from transformer_book.models import build
     from transformer_book.training import Trainer
     monkeypatch.delenv("BOOK_SMOKE", raising=False)
-    assert utils.autocast_dtype("cpu") is None
-    with utils.autocast("cpu"):
+    assert dev.autocast_dtype("cpu") is None
+    with dev.autocast("cpu"):
         assert not torch.is_autocast_enabled("cpu")
 
     def losses():
@@ -115,8 +118,8 @@ def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
     normal, tr = losses()
     assert tr.amp_dtype is None and tr.scaler is None
     monkeypatch.setenv("BOOK_SMOKE", "1")
-    assert utils.autocast_dtype("cpu") == torch.bfloat16
-    with utils.autocast("cpu"):
+    assert dev.autocast_dtype("cpu") == torch.bfloat16
+    with dev.autocast("cpu"):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     smoked, tr = losses()
@@ -127,7 +130,7 @@ def test_smoke_mode_autocasts_the_cpu_to_bf16_and_only_then(monkeypatch):
 
 
 def test_book_seed_shifts_by_the_environment(monkeypatch):
-    from transformer_book.utils import book_seed, seed_offset, setup
+    from transformer_book.runmode import book_seed, seed_offset, setup
     monkeypatch.delenv("BOOK_SEED", raising=False)
     assert seed_offset() == 0 and book_seed(7) == 7
     monkeypatch.setenv("BOOK_SEED", "2")
