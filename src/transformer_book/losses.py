@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checks import fail_if
+
 __all__ = ["cross_entropy", "label_smoothed_cross_entropy", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
@@ -33,10 +35,14 @@ def _mean_cross_entropy(logits, targets, name: str, ignore_index: int, smoothing
     V = logits.shape[-1]
     t = targets.reshape(-1).long()  # (N,)
     bad = (t != ignore_index) & ((t < 0) | (t >= V))  # (N,)
-    if not torch.compiler.is_compiling() and bool(bad.any()):  # the one host sync
+
+    def explain(t=t):  # the targets as given (t is replaced below when deferred)
         i = int(bad.nonzero()[0])
         raise ValueError(f"{name} holds {int(t[i])} at flat position {i}: targets must lie in "
                          f"[0, {V}) or be {ignore_index} (ignored)")
+
+    if fail_if(bad, explain):  # deferred to the training step's one read (checks.py)
+        t = t.masked_fill(bad, ignore_index)  # so that the loss kernel can run meanwhile
     # F.cross_entropy's label_smoothing=eps is the target (1 - eps) * one_hot + eps / V: the
     # eps is spread over all V classes, the true one included, as in Szegedy et al. (2016)
     total = F.cross_entropy(logits.reshape(-1, V).float(), t, ignore_index=ignore_index,

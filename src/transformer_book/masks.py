@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import fail_if
+
 __all__ = [
     "causal_mask",
     "padding_mask",
@@ -93,10 +95,11 @@ def as_padding_mask(mask: torch.Tensor | None, B: int, T: int,
                         f"mask.bool() for a 0/1 mask or (mask == 0) for an additive one")
     if mask.dim() == 2 and tuple(mask.shape) == (B, T):
         if mask.dtype != torch.bool:
-            if not torch.compiler.is_compiling() and not bool(((mask == 0) | (mask == 1)).all()):
+            def explain(m=mask):
                 raise ValueError(f"{name} must hold only 0 and 1 (1 = real token), got values "
-                                 f"in [{int(mask.min())}, {int(mask.max())}] in a "
-                                 f"{mask.dtype} tensor")
+                                 f"in [{int(m.min())}, {int(m.max())}] in a {m.dtype} tensor")
+
+            fail_if((mask != 0) & (mask != 1), explain)  # 0/1 or not: read once (checks.py)
             mask = mask != 0
         return mask[:, None, None, :]  # (B, 1, 1, T)
     if mask.dim() == 4 and tuple(mask.shape) == (B, 1, 1, T):

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .checks import fail_if
+
 __all__ = [
     "sinusoidal_encoding",
     "SinusoidalPositionalEncoding",
@@ -82,9 +84,13 @@ class LearnedPositionalEmbedding(nn.Module):
                    if isinstance(positions, torch.Tensor) else type(positions).__name__)
             raise ValueError(f"position_ids must be integers of shape (B, T) = "
                              f"{tuple(x.shape[:2])}, got {got}")
-        if bool(((positions < 0) | (positions >= self.max_len)).any()):
+
+        def explain(positions=positions):  # as given (replaced below when deferred)
             raise ValueError(f"position_ids must lie in [0, max_len={self.max_len}), got "
                              f"values from {int(positions.min())} to {int(positions.max())}")
+
+        if fail_if((positions < 0) | (positions >= self.max_len), explain):
+            positions = positions.clamp(0, self.max_len - 1)  # deferred: see checks.py
         return x + self.weight[positions]  # (B, T, C)
 
 

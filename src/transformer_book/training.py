@@ -10,6 +10,7 @@ of the first optimizer step, and a warmup of ``w`` steps peaks exactly at ``sche
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -23,6 +24,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .checks import deferred
 from .device import autocast, autocast_dtype, get_device
 from .losses import label_smoothed_cross_entropy  # the default loss with label_smoothing > 0
 
@@ -270,6 +272,10 @@ class Trainer:
     Attributes:
         history: dict of lists of (step, value): "train_loss", "lr", and eval_fn's keys.
         step: optimizer steps taken so far.
+        defer_checks: None (default): on an accelerator, a step's input checks (token ids,
+            targets, mask values) are read together with its loss, one host sync per step
+            (``checks.deferred``); on the CPU each is read where it is made. True or False
+            forces either.
     """
 
     def __init__(self, model: nn.Module, lr: float = 3e-4, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -307,6 +313,9 @@ class Trainer:
         self.step = 0
         self.history: dict[str, list] = {"train_loss": [], "lr": []}
         self.seconds = 0.0  # wall time spent inside fit()
+        # None: read each step's input checks with its loss (one host sync) on an accelerator,
+        # at once on the CPU; True or False forces either (checks.py)
+        self.defer_checks: bool | None = None
 
     def compute_loss(self, batch) -> torch.Tensor:
         if self.loss_fn is not None:
@@ -332,6 +341,13 @@ class Trainer:
         if isinstance(batch, (tuple, list)):
             return tuple(self._to_device(b) for b in batch)
         return batch
+
+    def _checks(self):
+        """Where the input checks of a step are read: with the loss in one transfer on an
+        accelerator (``checks.deferred``), at once on the CPU (where a read costs nothing)."""
+        defer = (self.defer_checks if self.defer_checks is not None
+                 else self.device.type != "cpu")
+        return deferred(include_cpu=True) if defer else contextlib.nullcontext()
 
     def evaluate(self) -> dict:
         if self.eval_fn is None:
@@ -365,9 +381,11 @@ class Trainer:
             if max_seconds is not None and time.perf_counter() - start >= max_seconds:
                 break
             batch = self._to_device(get_batch(self.step))
-            with autocast(self.device):
-                loss = self.compute_loss(batch)
-            loss_value = loss.item()  # the step's one read from the device
+            with self._checks() as pending:  # see checks.py
+                with autocast(self.device):
+                    loss = self.compute_loss(batch)
+                # the step's one read from the device: the loss, and every input check
+                loss_value = pending.read(loss) if pending is not None else loss.item()
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)

@@ -108,7 +108,7 @@ class Bert(nn.Module):
     def forward(self, input_ids: torch.Tensor, *, token_type_ids=None, attention_mask=None,
                 return_weights: bool = False) -> ModelOutput:
         c = self.config
-        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
+        input_ids = check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
         B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -117,7 +117,7 @@ class Bert(nn.Module):
                              f"{tuple(input_ids.shape)}, got "
                              f"{tuple(getattr(token_type_ids, 'shape', ()))}")
         else:
-            check_token_ids(token_type_ids, c.n_segments, None, "token_type_ids")
+            token_type_ids = check_token_ids(token_type_ids, c.n_segments, None, "token_type_ids")
         mask = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T)
         x = self.tok_emb(input_ids) + self.seg_emb(token_type_ids)  # (B, T, C)
         x = self.drop(self.emb_norm(self.pos_emb(x)))  # BERT's one extra LayerNorm: here

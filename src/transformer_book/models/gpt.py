@@ -120,7 +120,7 @@ class GPT(nn.Module):
                 last_only: bool = False, return_weights: bool = False) -> ModelOutput:
         offset = cache.seq_len if cache is not None else 0
         c = self.config
-        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids", offset)
+        input_ids = check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids", offset)
         B, T = input_ids.shape
         if last_only and targets is not None:
             raise ValueError("last_only=True computes no loss: the targets need every "
@@ -220,7 +220,8 @@ class GPT1Classifier(nn.Module):
                 targets: torch.Tensor | None = None,
                 return_weights: bool = False) -> ModelOutput:
         c = self.config.gpt
-        check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")  # before any use
+        # checked before any use
+        input_ids = check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
         B, T = input_ids.shape
         keep = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T) or None
         keep = (torch.ones(B, T, dtype=torch.bool, device=input_ids.device) if keep is None

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import fail_if
+
 __all__ = ["ModelOutput", "check_token_ids"]
 
 
@@ -41,13 +43,15 @@ class ModelOutput:
 
 
 def check_token_ids(ids, vocab_size: int | None, max_len: int | None = None, name: str = "idx",
-                    offset: int = 0) -> None:
-    """The one check of token ids that every model runs before its embedding.
+                    offset: int = 0) -> torch.Tensor:
+    """The one check of token ids that every model runs before its embedding; returns the
+    ids to embed (``ids`` itself, or inside a training step that defers its checks on a GPU,
+    a clamped copy while the check waits for the step's one read; see ``checks.py``).
 
     ``ids`` must be an int64 or int32 tensor of shape (B, T) with B, T >= 1, every id in
     [0, vocab_size), and ``offset + T <= max_len`` (``offset``: positions already in a cache).
-    The range test is one reduction and one host sync, on any device, so that an id out of
-    range raises a ValueError naming the id, its position and the vocabulary size instead
+    The range test is one reduction and one host sync (``checks.fail_if``), so that an id out
+    of range raises a ValueError naming the id, its position and the vocabulary size instead
     of an IndexError (CPU) or a device-side assert (CUDA). Skipped under torch.compile, and
     when ``vocab_size`` is None (callers that hand the ids on to a model, which checks them).
 
@@ -70,11 +74,16 @@ def check_token_ids(ids, vocab_size: int | None, max_len: int | None = None, nam
         where = f" after {offset} cached positions" if offset else ""
         raise ValueError(f"{name} has length {T}{where}, more than max_len={max_len} "
                          f"positions the model has")
-    if vocab_size is None or torch.compiler.is_compiling():
-        return
+    if vocab_size is None:
+        return ids
     bad = (ids < 0) | (ids >= vocab_size)  # (B, T)
-    if bool(bad.any()):  # the one host sync
+
+    def explain():
         b, t = (int(i) for i in bad.nonzero()[0])
         raise ValueError(f"{name}[{b}, {t}] = {int(ids[b, t])} is not a token id: ids must lie "
                          f"in [0, vocab_size={vocab_size})")
+
+    if fail_if(bad, explain):  # deferred to the training step's one read (checks.py)
+        return ids.clamp(0, vocab_size - 1)  # so that the embedding can run meanwhile
+    return ids
 

@@ -51,8 +51,8 @@ def _make_rnn(cell: str, d_in: int, d_hidden: int, n_layers: int, dropout: float
                         dropout=dropout if n_layers > 1 else 0.0, **kwargs)
 
 
-def _check_tokens(name: str, ids, vocab_size: int) -> None:
-    check_token_ids(ids, vocab_size, None, name)  # recurrent: no maximum length
+def _check_tokens(name: str, ids, vocab_size: int) -> torch.Tensor:
+    return check_token_ids(ids, vocab_size, None, name)  # recurrent: no maximum length
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class RNNClassifier(nn.Module):
         self.head.reset_parameters()
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        _check_tokens("input_ids", input_ids, self.vocab_size)
+        input_ids = _check_tokens("input_ids", input_ids, self.vocab_size)
         return self.emb(input_ids)  # (B, T, C)
 
     def classify(self, x: torch.Tensor, last=None) -> torch.Tensor:
@@ -210,7 +210,7 @@ class RNNSeq2Seq(nn.Module):
 
         Packing the padded batch makes the recurrence stop at each row's own length, so the
         padding never touches the state."""
-        _check_tokens("src", src, self.config.src_vocab_size)
+        src = _check_tokens("src", src, self.config.src_vocab_size)
         lengths = self._keep(src, src_mask).sum(1)  # (B,)
         x = self.drop(self.src_emb(src))  # (B, S, E)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -237,7 +237,7 @@ class RNNSeq2Seq(nn.Module):
         ``src_mask`` is accepted for the protocol and unused: the memory is already a summary."""
         if cache is not None:
             raise ValueError("RNNSeq2Seq keeps no cache; decoding reruns the prefix (cache=None)")
-        _check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        tgt = _check_tokens("tgt", tgt, self.config.tgt_vocab_size)
         c = self.config
         check_memory(memory, tgt.shape[0], c.d_hidden, "the output of encode")
         y = self.drop(self.tgt_emb(tgt))  # (B, T, E)
@@ -349,7 +349,7 @@ class AttentionRNNSeq2Seq(nn.Module):
 
         Packing makes each direction start and stop at the row's own length, so position 0's
         backward half is the backward GRU's summary of the whole sentence."""
-        _check_tokens("src", src, self.config.src_vocab_size)
+        src = _check_tokens("src", src, self.config.src_vocab_size)
         keep = self._keep(src, src_mask)
         x = self.drop(self.src_emb(src))  # (B, S, E)
         packed = pack_padded_sequence(x, keep.sum(1).cpu(), batch_first=True, enforce_sorted=False)
@@ -369,7 +369,7 @@ class AttentionRNNSeq2Seq(nn.Module):
         weights as {"self": [], "cross": [(B, 1, T, S)]}."""
         c = self.config
         H = c.d_hidden
-        _check_tokens("tgt", tgt, c.tgt_vocab_size)
+        tgt = _check_tokens("tgt", tgt, c.tgt_vocab_size)
         B, T = tgt.shape
         check_memory(memory, B, 2 * H)
         S = memory.shape[1]

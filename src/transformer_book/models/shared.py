@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import fail_if
 from ..masks import as_padding_mask, padding_mask
 
 __all__ = ["run_blocks", "source_mask", "check_memory", "last_real_index"]
@@ -58,8 +59,11 @@ def last_real_index(keep: torch.Tensor, name: str = "attention_mask") -> torch.T
     """keep (B, T) bool, True at real tokens, right-padded -> (B,) index of each row's last
     real token. Raises a ValueError for a row with no real token (there is nothing to read)."""
     n_real = keep.long().sum(1)  # (B,)
-    if bool((n_real == 0).any()):
+
+    def explain():
         row = int((n_real == 0).nonzero()[0])
         raise ValueError(f"{name} row {row} has no real token: every row needs at least one "
                          "real (non-pad) token")
+
+    fail_if(n_real == 0, explain)  # (deferred, an empty row reads index -1 meanwhile)
     return n_real - 1  # (B,)

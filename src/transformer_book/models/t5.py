@@ -161,10 +161,10 @@ class T5(nn.Module):
     def make_cache(self) -> Cache:
         return Cache(self.config.decoder_depth, cross=True)
 
-    def _check_ids(self, name: str, ids: torch.Tensor) -> None:
+    def _check_ids(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         # no max_len: T5's positions are relative buckets, not a table indexed by position,
         # so any length runs (distances beyond max_distance share the last bucket)
-        check_token_ids(ids, self.config.vocab_size, None, name)
+        return check_token_ids(ids, self.config.vocab_size, None, name)
 
     def source_mask(self, src: torch.Tensor, src_mask=None) -> torch.Tensor:
         """The source mask that forward, encode and decoding all use: ``src_mask`` in any
@@ -174,7 +174,7 @@ class T5(nn.Module):
     def encode(self, src: torch.Tensor, src_mask=None, *, return_weights: bool = False):
         """Source ids (B, S) -> memory (B, S, C); with ``return_weights`` (memory, the encoder's
         self-attention weights [(B, H, S, S)] * n_layers)."""
-        self._check_ids("src", src)
+        src = self._check_ids("src", src)
         x, weights = self.encoder(self.shared(src), mask=self.source_mask(src, src_mask),
                                   return_weights=return_weights)  # (B, S, C)
         return (x, weights["self"]) if return_weights else x
@@ -184,7 +184,7 @@ class T5(nn.Module):
         """Decoder inputs (B, T) attending to ``memory`` (B, S, C) -> ModelOutput, logits
         (B, T, V), or (B, 1, V) with ``last_only``. Pass ``source_mask(src)`` as ``src_mask``
         when the source is padded."""
-        self._check_ids("tgt", tgt)
+        tgt = self._check_ids("tgt", tgt)
         B = tgt.shape[0]
         check_memory(memory, B, self.config.d_model)
         src_mask = as_padding_mask(src_mask, B, memory.shape[1], "src_mask")  # (B, 1, 1, S)
@@ -206,7 +206,7 @@ class T5(nn.Module):
 
     def forward(self, src, tgt_in=None, *, src_mask=None, targets=None,
                 return_weights: bool = False) -> ModelOutput:
-        self._check_ids("src", src)
+        check_token_ids(src, None, None, "src")  # a tensor (B, S); encode checks its ids
         if targets is not None:  # checked before shift_right reads it
             check_token_ids(targets, None, None, "targets")
         if tgt_in is None:

@@ -112,7 +112,7 @@ class Transformer(nn.Module):
         nn.init.normal_(self.embed.weight, mean=0.0, std=self.config.d_model ** -0.5)
 
     def _embed(self, ids: torch.Tensor, offset: int = 0, name: str = "src") -> torch.Tensor:
-        check_token_ids(ids, self.config.vocab_size, self.config.max_len, name, offset)
+        ids = check_token_ids(ids, self.config.vocab_size, self.config.max_len, name, offset)
         x = self.embed(ids) * math.sqrt(self.config.d_model)  # (B, T, C)
         return self.drop(self.pos(x, offset=offset))
 
