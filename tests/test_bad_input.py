@@ -379,3 +379,21 @@ def test_failed_load_checkpoint_leaves_everything_unchanged(tmp_path, case, exc,
         assert torch.equal(v, before[k]), k
     assert not optimizer.state  # the optimizer was not half-loaded either
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_mask_passed_where_segment_ids_went_now_raises():
+    """The misreading: BERT(ids, mask) used to read the 0/1 mask as segment ids."""
+    torch.manual_seed(0)
+    bert = build("bert-tiny-classifier", vocab_size=30, n_classes=2)
+    ids = torch.randint(3, 30, (2, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with pytest.raises(TypeError, match="positional argument"):
+        bert(ids, mask)
+    # the Trainer's tuple form is (inputs, targets) only; a longer tuple is refused
+    t = Trainer(bert, device="cpu", progress=False)
+    with pytest.raises(TypeError, match=r"got a tuple of 3: .* use a dict"):
+        t.fit(lambda step: (ids, mask, torch.tensor([0, 1])), steps=1)
+    # and the dict form names each input: the same step as calling the model by name
+    batch = {"input_ids": ids, "attention_mask": mask, "targets": torch.tensor([0, 1])}
+    want = bert(ids, attention_mask=mask, targets=batch["targets"]).loss
+    assert torch.equal(t.compute_loss(batch), want)

@@ -31,24 +31,6 @@ def test_every_forward_takes_its_token_inputs_positionally_and_the_rest_by_name(
     assert all(p.kind == p.KEYWORD_ONLY for p in params[len(positional):]), name
 
 
-def test_a_mask_passed_where_segment_ids_went_now_raises():
-    """The misreading: BERT(ids, mask) used to read the 0/1 mask as segment ids."""
-    torch.manual_seed(0)
-    bert = build("bert-tiny-classifier", vocab_size=30, n_classes=2)
-    ids = _ids()
-    mask = torch.ones_like(ids)
-    with pytest.raises(TypeError, match="positional argument"):
-        bert(ids, mask)
-    # the Trainer's tuple form is (inputs, targets) only; a longer tuple is refused
-    t = Trainer(bert, device="cpu", progress=False)
-    with pytest.raises(TypeError, match=r"got a tuple of 3: .* use a dict"):
-        t.fit(lambda step: (ids, mask, torch.tensor([0, 1])), steps=1)
-    # and the dict form names each input: the same step as calling the model by name
-    batch = {"input_ids": ids, "attention_mask": mask, "targets": torch.tensor([0, 1])}
-    want = bert(ids, attention_mask=mask, targets=batch["targets"]).loss
-    assert torch.equal(t.compute_loss(batch), want)
-
-
 def test_encoder_decoder_batches_are_dicts_named_as_forward_names_them():
     torch.manual_seed(0)
     model = build("transformer-tiny", vocab_size=30)

@@ -3,11 +3,14 @@
 Each module is about one idea; the chapters import from it. The README says what the package
 holds and how to run it; the book (book/, one notebook per chapter) teaches each module.
 
-One contract for every model (GPT, Bert and its heads, T5, Transformer, the RNN baselines):
-    out = model(ids, targets=y, attention_mask=m)   # encoder-decoders: (src, tgt_in, src_mask=m)
+One contract for every model (GPT, Bert and its heads, T5, Transformer, the RNN baselines),
+the token inputs positional and everything after them keyword-only:
+    out = model(input_ids, attention_mask=m, targets=y)  # encoder-decoders: (src, tgt_in, src_mask=m)
     out.logits    # (B, T, V), or (B, n_classes) for a classifier
     out.loss      # mean cross-entropy over the targets != -100; None without targets
     out.weights   # with return_weights=True: {"self": [per layer], "cross": [per layer]}
+                  # (encoder-decoders add "encoder")
+    out.hidden    # the last hidden states (B, T, C)
     m: (B, T) bool or integer 0/1 (1 = real token; a float mask is refused), or bool
        (B, 1, 1, T); None: built from pad_id
 """
