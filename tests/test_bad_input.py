@@ -5,6 +5,7 @@ import torch
 
 from transformer_book.models import build
 from transformer_book.models.output import check_token_ids
+from transformer_book.training import Trainer
 
 V = 20
 
