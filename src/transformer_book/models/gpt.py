@@ -220,8 +220,8 @@ class GPT1Classifier(nn.Module):
                 targets: torch.Tensor | None = None,
                 return_weights: bool = False) -> ModelOutput:
         c = self.config.gpt
-        # checked before any use
-        input_ids = check_token_ids(input_ids, c.vocab_size, c.max_len, "input_ids")
+        # a tensor (B, T) before any use; the GPT below checks the ids' range (once)
+        check_token_ids(input_ids, None, c.max_len, "input_ids")
         B, T = input_ids.shape
         keep = as_padding_mask(attention_mask, B, T)  # (B, 1, 1, T) or None
         keep = (torch.ones(B, T, dtype=torch.bool, device=input_ids.device) if keep is None
