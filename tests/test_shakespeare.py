@@ -218,3 +218,54 @@ def test_within_play_task_splits_each_held_out_play_in_reading_order():
 def test_within_play_task_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         sh.within_play_task(**kwargs)
+
+
+def test_shuffle_words_keeps_the_words_and_the_whitespace():
+    import random
+    text = "To be, or not to be,\nthat is the question:\n  Whether 'tis nobler"
+    out = sh.shuffle_words(text, random.Random(0))
+    assert out != text and sorted(out.split()) == sorted(text.split())
+    # the same runs of whitespace in the same order, so the same words per line
+    assert re.findall(r"\s+", out) == re.findall(r"\s+", text)
+    assert [len(line.split()) for line in out.splitlines()] == [
+        len(line.split()) for line in text.splitlines()]
+    assert sh.shuffle_words(text, random.Random(0)) == out  # seeded
+    assert sh.shuffle_words("", random.Random(0)) == ""
+    with pytest.raises(TypeError):
+        sh.shuffle_words(text, 0)
+
+
+def test_strip_surface_removes_capitals_and_punctuation_only():
+    text = "O, Romeo!\nWherefore art thou_ 'tis"
+    assert sh.strip_surface(text) == "o romeo\nwherefore art thou 'tis"
+    with pytest.raises(TypeError):
+        sh.strip_surface(b"bytes")
+
+
+def test_word_order_task_splits_by_play_and_shuffles_half():
+    task = sh.word_order_task(150)
+    pool, test = task
+    assert pool.label_names == test.label_names == sh.WORD_ORDER == ("shuffled", "as written")
+    for part, split in ((pool, "validation"), (test, "test")):
+        assert len(part.texts) == sum(len(p.text) // 150 for p in sh.plays(split))
+        assert all(len(t) == 150 for t in part.texts)
+        assert abs(sum(part.labels) / len(part.labels) - 0.5) < 0.03
+        text = sh.corpus(split)
+        written = [t for t, y in zip(part.texts, part.labels) if y == 1]
+        shuffled = [t for t, y in zip(part.texts, part.labels) if y == 0]
+        assert all(t in text for t in written[::25])
+        # a shuffle of a passage with several words is (almost always) not in the plays
+        assert sum(t in text for t in shuffled[::25]) <= 1
+    # the test plays are not the pool's
+    test_text = sh.corpus("test")
+    assert not any(t in test_text for t in pool.texts[::50])
+    assert sh.word_order_task(150) == task and sh.word_order_task(150, seed=1) != task
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(pool_splits=("validation", "test")), ValueError), (dict(test_splits=()), TypeError),
+    (dict(test_splits=("dev",)), ValueError), (dict(seed=0.5), TypeError),
+    (dict(length=0), ValueError)])
+def test_word_order_task_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        sh.word_order_task(**kwargs)

