@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from transformer_book.baselines import TfidfLogisticRegression, char_ngram_cross_entropy
-from transformer_book.models import (GPT1Classifier, ModelOutput, build,
-                                     gpt1_classification_input)
+from transformer_book.models import (GPT1_TASKS, GPT1Classifier, ModelOutput, build,
+                                     gpt1_classification_input, gpt1_task_sequences)
 
 
 def test_classification_input_wraps_and_pads_right():
@@ -106,3 +106,30 @@ def test_tfidf_logistic_regression():
         TfidfLogisticRegression().fit(texts, y[:2])
     with pytest.raises(ValueError):
         TfidfLogisticRegression().features(texts)
+
+
+def test_gpt1_task_sequences_follow_the_papers_figure():
+    S, D, E = 100, 101, 102
+    assert GPT1_TASKS == ("classification", "entailment", "similarity", "multiple choice")
+    assert gpt1_task_sequences("classification", ([1, 2],), S, D, E) == [[S, 1, 2, E]]
+    assert gpt1_task_sequences("entailment", ([1], [2, 3]), S, D, E) == [[S, 1, D, 2, 3, E]]
+    # similarity: both orders, since a pair has none
+    assert gpt1_task_sequences("similarity", ([1], [2]), S, D, E) == [
+        [S, 1, D, 2, E], [S, 2, D, 1, E]]
+    # multiple choice: the context with each answer
+    assert gpt1_task_sequences("multiple choice", ([7, 8], [1], [2], [3]), S, D, E) == [
+        [S, 7, 8, D, 1, E], [S, 7, 8, D, 2, E], [S, 7, 8, D, 3, E]]
+    # the sequences go through the same padding as classification (start/extract added there)
+    ids, mask = gpt1_classification_input(
+        [s[1:-1] for s in gpt1_task_sequences("similarity", ([1], [2, 3]), S, D, E)], S, E)
+    assert ids.tolist() == [[S, 1, D, 2, 3, E], [S, 2, 3, D, 1, E]] and mask.all()
+
+
+@pytest.mark.parametrize("task, parts, error", [
+    ("translation", ([1],), ValueError), ("classification", ([1], [2]), ValueError),
+    ("entailment", ([1],), ValueError), ("similarity", ([1], [2], [3]), ValueError),
+    ("multiple choice", ([1], [2]), ValueError), ("classification", [1, 2], TypeError),
+    ("classification", "text", TypeError)])
+def test_gpt1_task_sequences_rejects_bad_input(task, parts, error):
+    with pytest.raises(error):
+        gpt1_task_sequences(task, parts, 100, 101, 102)

@@ -235,6 +235,19 @@ def test_shuffle_words_keeps_the_words_and_the_whitespace():
         sh.shuffle_words(text, 0)
 
 
+def test_shuffle_words_plain_only_moves_plain_inner_words():
+    import random
+    text = "Cut off, my lord: the good king and the bad queen are gone\nAway to fra"
+    for seed in range(20):
+        out = sh.shuffle_words(text, random.Random(seed), plain_only=True)
+        a, b = text.split(), out.split()
+        assert sorted(a) == sorted(b) and (a[0], a[-1]) == (b[0], b[-1])
+        # every capitalised or punctuated word stays at its place
+        assert all(x == y for x, y in zip(a, b) if not re.fullmatch(r"[a-z']+", x))
+    assert any(sh.shuffle_words(text, random.Random(s), plain_only=True) != text
+               for s in range(3))
+
+
 def test_strip_surface_removes_capitals_and_punctuation_only():
     text = "O, Romeo!\nWherefore art thou_ 'tis"
     assert sh.strip_surface(text) == "o romeo\nwherefore art thou 'tis"
@@ -260,12 +273,17 @@ def test_word_order_task_splits_by_play_and_shuffles_half():
     test_text = sh.corpus("test")
     assert not any(t in test_text for t in pool.texts[::50])
     assert sh.word_order_task(150) == task and sh.word_order_task(150, seed=1) != task
+    # the plain shuffle: the same passages and coins, only plain words moved
+    plain = sh.word_order_task(150, shuffle="plain")
+    assert plain.pool.labels == pool.labels and plain.test.labels == test.labels
+    for t, p, y in zip(test.texts[:200], plain.test.texts[:200], test.labels[:200]):
+        assert (t == p) if y == 1 else sorted(t.split()) == sorted(p.split())
 
 
 @pytest.mark.parametrize("kwargs, error", [
     (dict(pool_splits=("validation", "test")), ValueError), (dict(test_splits=()), TypeError),
     (dict(test_splits=("dev",)), ValueError), (dict(seed=0.5), TypeError),
-    (dict(length=0), ValueError)])
+    (dict(length=0), ValueError), (dict(shuffle="some"), ValueError)])
 def test_word_order_task_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         sh.word_order_task(**kwargs)

@@ -382,10 +382,19 @@ def passages_of_text(text: str, length: int) -> list[str]:
 WORD_ORDER: tuple[str, ...] = ("shuffled", "as written")
 
 
-def shuffle_words(text: str, rng: random.Random) -> str:
+_PLAIN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+def shuffle_words(text: str, rng: random.Random, *, plain_only: bool = False) -> str:
     """The words of ``text`` (maximal runs of non-whitespace) in a random order drawn from
     ``rng``; every run of whitespace, line breaks included, stays where it was, so only the
     order of the words differs (the same multiset of words, the same line lengths in words).
+
+    With ``plain_only``, only the *plain* words move: those of lowercase letters (with inner
+    apostrophes, as in ``kill'd``), and never the first or last word (which a passage's edges
+    may have cut). Every capitalised word and every word carrying punctuation stays in place,
+    so the shuffle leaves no surface mark (a capital inside a line, a comma at its start, a
+    cut-off fragment in the middle): only the order of ordinary words tells the two apart.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -393,6 +402,8 @@ def shuffle_words(text: str, rng: random.Random) -> str:
         raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
     parts = re.split(r"(\s+)", text)
     at = [i for i, p in enumerate(parts) if p and not p.isspace()]
+    if plain_only:
+        at = [i for i in at[1:-1] if _PLAIN_WORD.fullmatch(parts[i])]
     new = list(parts)
     for i, k in zip(at, rng.sample(at, len(at))):
         new[i] = parts[k]
@@ -408,7 +419,8 @@ def strip_surface(text: str) -> str:
     return re.sub(r"[^\w\s']|_", "", text.lower())
 
 
-def word_order_task(length: int = 150, *, pool_splits: tuple[str, ...] = ("validation",),
+def word_order_task(length: int = 150, *, shuffle: str = "all",
+                    pool_splits: tuple[str, ...] = ("validation",),
                     test_splits: tuple[str, ...] = ("test",), seed: int = 0) -> GenreTask:
     """Is a passage as Shakespeare wrote it (label 1) or the same words shuffled (label 0)?
     An acceptability task in the spirit of CoLA, shared by the GPT-1 and BERT chapters.
@@ -421,11 +433,17 @@ def word_order_task(length: int = 150, *, pool_splits: tuple[str, ...] = ("valid
     never sees both versions of one passage. The pool is shuffled once (its first n passages
     are a random sample of n); the test stays in play order.
 
+    ``shuffle="all"`` moves every word, which leaves surface marks (capitals and punctuation
+    in odd places) that a classifier can learn without knowing English word order;
+    ``shuffle="plain"`` moves only plain lowercase words (``plain_only``), which leaves none.
+
     Returns:
         ``GenreTask(pool, test)`` whose label names are :data:`WORD_ORDER`.
     """
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ValueError(f"length must be a positive int (characters), got {length!r}")
+    if shuffle not in ("all", "plain"):
+        raise ValueError(f"shuffle must be 'all' or 'plain', got {shuffle!r}")
     for name, splits in (("pool_splits", pool_splits), ("test_splits", test_splits)):
         if not isinstance(splits, (tuple, list)) or not splits:
             raise TypeError(f"{name} must be a non-empty tuple of split names, got {splits!r}")
@@ -440,9 +458,12 @@ def word_order_task(length: int = 150, *, pool_splits: tuple[str, ...] = ("valid
     def collect(splits, part):
         texts = [w for split in splits for play in plays(split)
                  for w in passages_of_text(play.text, length)]
-        rng = random.Random(f"word order {seed} {part}")
-        labels = [rng.randrange(2) for _ in texts]
-        return [t if y else shuffle_words(t, rng) for t, y in zip(texts, labels)], labels
+        # the same coins for both shuffles: a passage is written or shuffled in both tasks
+        coins = random.Random(f"word order {seed} {part}")
+        labels = [coins.randrange(2) for _ in texts]
+        rng = random.Random(f"word order {seed} {part} {shuffle}")
+        return [t if y else shuffle_words(t, rng, plain_only=shuffle == "plain")
+                for t, y in zip(texts, labels)], labels
 
     pool_t, pool_y = collect(pool_splits, "pool")
     test_t, test_y = collect(test_splits, "test")

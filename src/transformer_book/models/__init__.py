@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
 from .gpt import (GPT, GPT1_CLASSIFIER_PRESETS, GPT_PRESETS, GPT1Classifier,
-                  GPT1ClassifierConfig, GPTConfig, gpt1_classification_input)
+                  GPT1ClassifierConfig, GPTConfig, gpt1_classification_input,
+                  GPT1_TASKS, gpt1_task_sequences)
 from .t5 import T5, T5_PRESETS, T5Config
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from .output import ModelOutput
@@ -23,7 +24,8 @@ from .rnn import (ATTENTION_RNN_PRESETS, RNN_CLASSIFIER_PRESETS, RNN_PRESETS,
                   RNNSeq2Seq, RNNSeq2SeqConfig)
 
 __all__ = ["build", "register", "PRESETS", "count_params", "ModelOutput", "GPT", "GPTConfig",
-           "GPT1Classifier", "GPT1ClassifierConfig", "gpt1_classification_input", "Transformer",
+           "GPT1Classifier", "GPT1ClassifierConfig", "gpt1_classification_input", "GPT1_TASKS",
+           "gpt1_task_sequences", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
            "T5", "T5Config", "RNNClassifier", "RNNClassifierConfig", "RNNSeq2Seq",
            "RNNSeq2SeqConfig", "AttentionRNNSeq2Seq", "AttentionRNNConfig"]

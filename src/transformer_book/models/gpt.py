@@ -175,6 +175,59 @@ def gpt1_classification_input(token_lists, start_id: int, extract_id: int, pad_i
     return ids, mask
 
 
+GPT1_TASKS = ("classification", "entailment", "similarity", "multiple choice")
+
+
+def gpt1_task_sequences(task: str, parts, start_id: int, delim_id: int,
+                        extract_id: int) -> list[list[int]]:
+    """GPT-1's input transformations (Radford et al. 2018, section 3.3 and figure 1): the token
+    sequences that one example of ``task`` becomes, each read by the same network.
+
+    - "classification": ``parts = (text,)`` -> ``[<start> text <extract>]``;
+    - "entailment": ``(premise, hypothesis)`` -> ``[<start> premise <delim> hypothesis
+      <extract>]``;
+    - "similarity": ``(a, b)`` -> both orders, ``[<start> a <delim> b <extract>, <start> b
+      <delim> a <extract>]`` (the paper adds their two final states before the linear layer);
+    - "multiple choice": ``(context, answer_1, ..., answer_K)`` -> one sequence per answer,
+      ``<start> context <delim> answer_k <extract>`` (each scored by the linear layer, then a
+      softmax over the K scores).
+
+    Args:
+        task: one of :data:`GPT1_TASKS`.
+        parts: a tuple of lists of token ids, as above.
+        start_id, delim_id, extract_id: the special tokens' ids.
+    Returns:
+        a list of lists of ids (pad them with :func:`gpt1_classification_input`'s rule, or
+        pass each through ``gpt1_classification_input`` without its own start and extract).
+    """
+    if task not in GPT1_TASKS:
+        raise ValueError(f"task must be one of {GPT1_TASKS}, got {task!r}")
+    if not isinstance(parts, (tuple, list)) or not all(
+            isinstance(p, (tuple, list)) for p in parts):
+        raise TypeError("parts must be a tuple of lists of token ids, got "
+                        f"{type(parts).__name__}")
+    need = {"classification": "1 part (the text)", "entailment": "2 parts (premise, "
+            "hypothesis)", "similarity": "2 parts (the two texts)"}.get(
+        task, "3 or more parts (a context and at least two answers)")
+    if len(parts) != int(need[0]) if task != "multiple choice" else len(parts) < 3:
+        raise ValueError(f"{task} takes {need}, got {len(parts)}")
+    parts = [[int(i) for i in p] for p in parts]
+
+    def seq(*pieces):
+        out = [start_id, *pieces[0]]
+        for p in pieces[1:]:
+            out += [delim_id, *p]
+        return out + [extract_id]
+
+    if task == "classification":
+        return [seq(parts[0])]
+    if task == "entailment":
+        return [seq(parts[0], parts[1])]
+    if task == "similarity":
+        return [seq(parts[0], parts[1]), seq(parts[1], parts[0])]
+    return [seq(parts[0], answer) for answer in parts[1:]]
+
+
 class GPT1Classifier(nn.Module):
     """GPT-1 fine-tuned for classification (Radford et al. 2018, section 3.2).
 
