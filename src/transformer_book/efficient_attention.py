@@ -16,6 +16,14 @@ form instead (the pattern as a bool mask, bottom-right aligned like ``masks.caus
 
 ``EfficientSelfAttention`` is a drop-in ``MultiHeadAttention`` (same parameters, same
 forward signature) and ``swap_attention(model, kind, window)`` puts it into a built model.
+
+Two more ways to spend less, which keep exact softmax attention:
+  grouped-query attention (Ainslie et al. 2023): H query heads share G key/value heads
+      (``GroupedQueryAttention``; G = H is multi-head attention, G = 1 multi-query attention,
+      Shazeer 2019), so a decoder's KV cache holds G heads instead of H;
+  online softmax (Milakov & Gimelshein 2018; the idea of FlashAttention, Dao et al. 2022):
+      ``online_softmax_attention`` visits the keys block by block with a running maximum and a
+      running sum, so no T_q x T_k matrix is ever held, and gives softmax attention exactly.
 Shape legend: see ``attention.py``.
 """
 from __future__ import annotations
@@ -30,7 +38,7 @@ from .positional import RelativePositionBias
 
 __all__ = ["local_mask", "strided_mask", "local_attention", "strided_attention",
            "elu_feature_map", "linear_attention", "EfficientSelfAttention", "swap_attention",
-           "KINDS"]
+           "KINDS", "GroupedQueryAttention", "online_softmax_attention"]
 
 KINDS = ("local", "strided", "linear")
 
@@ -375,3 +383,121 @@ def swap_attention(model: nn.Module, kind: str, window: int | None = None) -> nn
         new.load_state_dict(old.state_dict())
         owner.self_attn = new.to(old.q_proj.weight.device, old.q_proj.weight.dtype)
     return model
+
+
+class GroupedQueryAttention(MultiHeadAttention):
+    """Multi-head attention whose ``n_heads`` query heads share ``n_kv_heads`` key/value heads
+    (grouped-query attention, Ainslie et al. 2023): query head h reads key/value head
+    ``h // (n_heads // n_kv_heads)``. ``n_kv_heads == n_heads`` is multi-head attention,
+    ``n_kv_heads == 1`` multi-query attention (Shazeer 2019). The key and value projections,
+    and a decoder's KV cache, are ``n_heads / n_kv_heads`` times smaller.
+
+    Same arguments and forward as ``MultiHeadAttention``, plus ``n_kv_heads`` (which must
+    divide ``n_heads``); ``cache`` then holds (B, n_kv_heads, T, D) keys and values.
+    ``GroupedQueryAttention.from_multi_head(mha, n_kv_heads)`` converts a trained
+    ``MultiHeadAttention`` by averaging the key and value projections of each group's heads
+    (the paper's conversion before its short further training).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, **kwargs):
+        super().__init__(d_model, n_heads, **kwargs)
+        for name, n in (("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise TypeError(f"{name} must be a positive int, got {n!r}")
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
+        self.n_kv_heads = n_kv_heads
+        inner = n_kv_heads * self.d_head
+        bias = self.q_proj.bias is not None
+        self.k_proj = nn.Linear(self.k_proj.in_features, inner, bias=bias)
+        self.v_proj = nn.Linear(self.v_proj.in_features, inner, bias=bias)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, width = t.shape
+        return t.view(B, T, width // self.d_head, self.d_head).transpose(1, 2)  # (B, h, T, D)
+
+    def forward(self, x, kv=None, mask=None, cache=None, bias=None, return_weights=False):
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), "
+                             f"got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        if kv is not None and (kv.dim() != 3 or kv.shape[0] != B
+                               or kv.shape[-1] != self.k_proj.in_features):
+            raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
+                             f"got {tuple(kv.shape)}")
+        q = self._split(self.q_proj(x))  # (B, H, T_q, D)
+        if kv is None:  # self-attention
+            k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))  # (B, G, T, D)
+            if cache is not None:
+                k, v = cache.append(k, v)  # the cache holds G heads
+        elif cache is not None and len(cache):  # cross-attention, memory already projected
+            k, v = cache.source(kv)
+        else:  # cross-attention
+            k, v = self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
+            if cache is not None:
+                cache.store_source(kv, k, v)
+        group = self.n_heads // self.n_kv_heads  # each key/value head serves `group` queries
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        p = self.dropout if self.training else 0.0
+        res = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, scale=self.scale,
+                                           return_weights=return_weights, bias=bias,
+                                           is_causal=self.causal)
+        out, weights = res if return_weights else (res, None)
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head)  # (B, T, H*D)
+        return self.out_proj(out), weights
+
+    @classmethod
+    def from_multi_head(cls, mha: MultiHeadAttention, n_kv_heads: int):
+        """A ``GroupedQueryAttention`` with ``mha``'s query and output projections and, for each
+        group of ``n_heads // n_kv_heads`` heads, the mean of their key and value projections."""
+        if type(mha) is not MultiHeadAttention:
+            raise TypeError(f"mha must be a MultiHeadAttention, got {type(mha).__name__}")
+        gqa = cls(mha.d_model, mha.n_heads, n_kv_heads, d_head=mha.d_head,
+                  dropout=mha.dropout, bias=mha.q_proj.bias is not None, scale=mha.scale,
+                  causal=mha.causal, d_kv_in=mha.k_proj.in_features)
+        group, D = mha.n_heads // n_kv_heads, mha.d_head
+        with torch.no_grad():
+            for name in ("q_proj", "out_proj"):
+                getattr(gqa, name).load_state_dict(getattr(mha, name).state_dict())
+            for name in ("k_proj", "v_proj"):
+                src, dst = getattr(mha, name), getattr(gqa, name)
+                w = src.weight.view(n_kv_heads, group, D, -1).mean(1)  # (G, D, C_in)
+                dst.weight.copy_(w.reshape(n_kv_heads * D, -1))
+                if src.bias is not None:
+                    dst.bias.copy_(src.bias.view(n_kv_heads, group, D).mean(1).reshape(-1))
+        return gqa.to(mha.q_proj.weight.device)
+
+
+def online_softmax_attention(q, k, v, block: int = 64, causal: bool = False, scale=None):
+    """Softmax attention computed over blocks of ``block`` keys, keeping for each query only a
+    running maximum m, a running sum l of exp(score - m) and a running weighted sum of values:
+    when a block raises the maximum, the earlier sums are rescaled by exp(m_old - m_new). The
+    result equals softmax(q k^T * scale) v, with no T_q x T_k matrix held at once.
+
+    q (B, H, T_q, D), k and v (B, H, T_k, D); ``causal`` masks bottom-right aligned (query i
+    sees keys up to i + T_k - T_q). Returns (B, H, T_q, D).
+    """
+    _check_qkv(q, k, v)
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    T_q, T_k = q.shape[-2], k.shape[-2]
+    if causal and T_q > T_k:
+        raise ValueError(f"causal attention needs T_q <= T_k, got {T_q} > {T_k}")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    m = q.new_full((*q.shape[:-1], 1), float("-inf"))  # running maximum (B, H, T_q, 1)
+    l = q.new_zeros((*q.shape[:-1], 1))  # running sum of exp(s - m)
+    acc = q.new_zeros((*q.shape[:-1], v.shape[-1]))  # running sum of exp(s - m) v
+    rows = torch.arange(T_q, device=q.device)[:, None] + (T_k - T_q)
+    for start in range(0, T_k, block):
+        s = q @ k[..., start:start + block, :].transpose(-2, -1) * scale  # (B, H, T_q, b)
+        if causal:
+            cols = torch.arange(start, start + s.shape[-1], device=q.device)
+            s = s.masked_fill(cols > rows, float("-inf"))
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # no inf - inf
+        p = torch.exp(s - safe)  # (B, H, T_q, b)
+        fix = torch.exp(m - safe)  # rescales what was summed under the old maximum
+        l = l * fix + p.sum(-1, keepdim=True)
+        acc = acc * fix + p @ v[..., start:start + block, :]
+        m = m_new
+    return acc / l
