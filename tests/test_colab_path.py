@@ -40,7 +40,7 @@ from tools.nb import first_cell_source, repository_url  # noqa: E402
 # In requirements.txt but not needed by a reader: the book build and the tests.
 BUILD_AND_TEST_ONLY = {
     "jupyter-book", "sphinx", "myst-nb", "sphinx-book-theme", "sphinx-mathjax-offline",
-    "ipykernel", "ipywidgets", "pytest", "pytest-xdist", "nbval", "websocket-client",
+    "ipykernel", "ipywidgets", "pytest", "pytest-xdist", "nbval", "websocket-client", "sphinx-intl",
 }
 
 
