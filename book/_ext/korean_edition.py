@@ -57,6 +57,13 @@ def build(outdir: Path = ROOT / "_build" / "ko" / "html", toc: Path | None = Non
     overrides = {"language": LANGUAGE, "nb_execution_cache_path": str(CACHE)}
     if not execute:
         overrides["nb_execution_mode"] = "off"
+    else:
+        missing = not_in_cache(Path(toc or ROOT / "_toc.yml"))
+        if missing:
+            raise SystemExit(
+                f"not in the execution cache {CACHE.relative_to(ROOT)} (or their code changed "
+                f"since): {', '.join(missing)}. Build the English edition first (README), so "
+                f"that the Korean one executes nothing a second time; or pass --no-execute.")
     status = _sphinx("html", outdir, outdir.parent / ".doctrees", overrides, strict=strict,
                      toc=toc)
     if status == 0:  # as `jupyter-book build` does: index.html sends the reader to the root page
@@ -66,6 +73,40 @@ def build(outdir: Path = ROOT / "_build" / "ko" / "html", toc: Path | None = Non
         (outdir / "index.html").write_text(REDIRECT.format(first_page=f"{root}.html"),
                                            encoding="utf-8")
     return status
+
+
+def notebooks(toc: Path) -> list[Path]:
+    """The notebooks among the pages of ``toc``."""
+    import yaml
+
+    def files(entry):
+        if isinstance(entry, dict):
+            if "file" in entry:
+                yield entry["file"]
+            for key in ("parts", "chapters", "sections"):
+                for sub in entry.get(key, []):
+                    yield from files(sub)
+
+    data = yaml.safe_load(toc.read_text(encoding="utf-8"))
+    names = [data["root"], *files(data)]
+    return [ROOT / f"{n}.ipynb" for n in names if (ROOT / f"{n}.ipynb").exists()]
+
+
+def not_in_cache(toc: Path) -> list[str]:
+    """The notebooks of ``toc`` whose code cells the execution cache has no run of."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    if not (CACHE / "global.db").exists():
+        return [p.relative_to(ROOT).as_posix() for p in notebooks(toc)]
+    cache = get_cache(str(CACHE))
+    missing = []
+    for path in notebooks(toc):
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            missing.append(path.relative_to(ROOT).as_posix())
+    return missing
 
 
 def extract(outdir: Path = ROOT / "_build" / "gettext") -> int:
