@@ -19,6 +19,11 @@ REFERENCE = {
     "t5-base": 222_903_552,
     "t5-v1_1-small": 76_961_152,  # the released v1.1 checkpoints (HF's count of the same
     "t5-v1_1-base": 247_577_856,  # config): untied head, gated-GELU FFN
+    # HF's count of the same configs (the paper: "around 2.8 billion", "about 11 billion")
+    "t5-3b": 2_851_598_336,
+    "t5-11b": 11_307_321_344,
+    # GPT2LMHeadModel's count of Megatron-LM's shape (the paper: 8.3B)
+    "megatron-8.3b": 8_314_143_744,
 }
 
 

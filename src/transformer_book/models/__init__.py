@@ -12,6 +12,9 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from ..attention import MultiHeadAttention
+from ..layers import FeedForward, LayerNorm, RMSNorm
+from ..positional import LearnedPositionalEmbedding, RelativePositionBias
 from .bert import BERT_PRESETS, Bert, BertConfig, BertForClassification, BertForMaskedLM
 from .gpt import (GPT, GPT1_CLASSIFIER_PRESETS, GPT_PRESETS, GPT1Classifier,
                   GPT1ClassifierConfig, GPTConfig, gpt1_classification_input,
@@ -23,7 +26,8 @@ from .rnn import (ATTENTION_RNN_PRESETS, RNN_CLASSIFIER_PRESETS, RNN_PRESETS,
                   AttentionRNNConfig, AttentionRNNSeq2Seq, RNNClassifier, RNNClassifierConfig,
                   RNNSeq2Seq, RNNSeq2SeqConfig)
 
-__all__ = ["build", "register", "PRESETS", "count_params", "ModelOutput", "GPT", "GPTConfig",
+__all__ = ["build", "register", "PRESETS", "count_params", "count_params_by_part",
+           "PARTS", "ModelOutput", "GPT", "GPTConfig",
            "GPT1Classifier", "GPT1ClassifierConfig", "gpt1_classification_input", "GPT1_TASKS",
            "gpt1_task_sequences", "Transformer",
            "TransformerConfig", "Bert", "BertConfig", "BertForMaskedLM", "BertForClassification",
@@ -91,3 +95,40 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+# the parts of count_params_by_part, each claimed by these module types (first match wins)
+PARTS = {
+    "embeddings": (nn.Embedding, LearnedPositionalEmbedding, RelativePositionBias),
+    "attention": (MultiHeadAttention,),
+    "FFN": (FeedForward,),
+    "norms": (LayerNorm, RMSNorm),
+}
+
+
+def count_params_by_part(model: nn.Module) -> dict[str, int]:
+    """Parameters split into the parts of a Transformer, found by module type.
+
+    Returns ``{"embeddings", "attention", "FFN", "norms", "other": count}``: the tables
+    indexed by token, segment or position (T5's relative-bias table included); every
+    attention module's projections (self and cross); the FFNs; the LayerNorms and RMSNorms;
+    and whatever no such module holds ("other": an untied output layer, BERT's pooler and
+    masked-LM transform, a classifier). A tensor is counted once, in the first part that
+    holds it (a tied output layer is in "embeddings"), so the parts sum to ``count_params``.
+    Works on the "meta" device. See chapter 13.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    part_of: dict[int, str] = {}
+    for part, types in PARTS.items():  # in PARTS' order, so embeddings claim a tied head
+        for module in model.modules():
+            if isinstance(module, types):
+                for p in module.parameters():
+                    part_of.setdefault(id(p), part)
+    counts = dict.fromkeys([*PARTS, "other"], 0)
+    seen = set()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            counts[part_of.get(id(p), "other")] += p.numel()
+    return counts

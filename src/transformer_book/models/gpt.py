@@ -46,6 +46,9 @@ GPT_PRESETS = {
     "gpt2-medium": GPTConfig(d_model=1024, n_heads=16, n_layers=24, d_ff=4096),
     "gpt2-large": GPTConfig(d_model=1280, n_heads=20, n_layers=36, d_ff=5120),
     "gpt2-xl": GPTConfig(d_model=1600, n_heads=25, n_layers=48, d_ff=6400),
+    # Megatron-LM's largest GPT-2 (Shoeybi et al. 2019, Table 1: 8.3B parameters): GPT-2's
+    # architecture and vocabulary at width 3072, 32 heads, 72 layers
+    "megatron-8.3b": GPTConfig(d_model=3072, n_heads=32, n_layers=72, d_ff=4 * 3072),
     # small presets that train in minutes on a laptop CPU (vocab set by the chapter's tokenizer)
     "gpt2-tiny": GPTConfig(vocab_size=256, max_len=128, d_model=128, n_heads=4, n_layers=4,
                            d_ff=512, dropout=0.0),

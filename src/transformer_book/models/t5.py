@@ -60,6 +60,10 @@ class T5Config:
 T5_PRESETS = {
     "t5-small": T5Config(),
     "t5-base": T5Config(d_model=768, n_heads=12, d_ff=3072, n_layers=12),
+    # the two largest of the paper (its section 3.7): d_model 1024, 24 + 24 layers, d_head 128,
+    # so the heads are wider than d_model / n_heads; "around 2.8 billion" and "about 11 billion"
+    "t5-3b": T5Config(d_model=1024, n_heads=32, d_head=128, d_ff=16384, n_layers=24),
+    "t5-11b": T5Config(d_model=1024, n_heads=128, d_head=128, d_ff=65536, n_layers=24),
     # T5 v1.1 (the released checkpoints' configs): gated GELU, untied head, other shapes
     "t5-v1_1-small": T5Config(d_model=512, n_heads=6, d_ff=1024, n_layers=8, dropout=0.0,
                               activation="gated-gelu_tanh", tie_embeddings=False),
