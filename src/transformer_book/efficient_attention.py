@@ -286,7 +286,8 @@ def local_global_attention(q, k, v, window: int, n_global: int = 1, causal: bool
     p_glb = (s_glb - lse[..., None]).exp() * outside  # (B, H, T, g)
     if dropout_p:
         p_loc, p_glb = F.dropout(p_loc, dropout_p), F.dropout(p_glb, dropout_p)
-    out = (p_loc @ _value_blocks(v, window, n, causal)).reshape(B, H, n * window, D)[:, :, :T]
+    out = p_loc @ _value_blocks(v, window, n, causal)  # (B, H, n, w, D)
+    out = out.reshape(B, H, n * window, D)[:, :, :T]
     return out + p_glb @ v[:, :, :g]  # (B, H, T, D)
 
 
