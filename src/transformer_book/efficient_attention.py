@@ -5,7 +5,10 @@ Sparse attention (Child et al. 2019) keeps softmax attention but lets each query
 pattern of keys:
   local:   the last ``window`` positions (itself included), O(T w) work and memory;
   strided: the last ``stride`` positions plus every ``stride``-th position before them
-           (Child et al.'s two strided heads merged into one pattern), O(T (s + T/s)).
+           (Child et al.'s two strided heads merged into one pattern), O(T (s + T/s));
+  local + global: the local window plus the first ``n_global`` positions, which every
+           query sees (the global tokens of Longformer, Beltagy et al. 2020, and BigBird,
+           Zaheer et al. 2020), O(T (w + g)).
 Linearised attention (Katharopoulos et al. 2020) replaces exp(q.k) by phi(q).phi(k) with
 phi = elu + 1, so that sum_j phi(k_j) v_j^T is computed once (non-causal) or as a running
 prefix sum (causal): O(T D^2) work, no T x T matrix.
@@ -36,11 +39,12 @@ from .attention import MultiHeadAttention, _check_qkv, scaled_dot_product_attent
 from .masks import check_mask, combine_masks
 from .positional import RelativePositionBias
 
-__all__ = ["local_mask", "strided_mask", "local_attention", "strided_attention",
+__all__ = ["local_mask", "strided_mask", "local_global_mask", "local_attention",
+           "strided_attention", "local_global_attention",
            "elu_feature_map", "linear_attention", "EfficientSelfAttention", "swap_attention",
            "KINDS", "GroupedQueryAttention", "online_softmax_attention"]
 
-KINDS = ("local", "strided", "linear")
+KINDS = ("local", "strided", "local_global", "linear")
 
 
 def _check_width(name: str, w) -> int:
@@ -82,6 +86,21 @@ def strided_mask(T_q: int, T_k: int | None = None, stride: int = 1, causal: bool
     d = _offsets(T_q, T_k, device)
     allowed = (d.abs() < stride) | (d % stride == 0)
     return allowed & (d >= 0) if causal else allowed
+
+
+def local_global_mask(T_q: int, T_k: int | None = None, window: int = 1, n_global: int = 1,
+                      causal: bool = True, device=None) -> torch.Tensor:
+    """Bool (T_q, T_k): the local pattern of ``local_mask`` plus the first ``n_global`` keys,
+    which every query may see (causal: every query at or after them). The global tokens of
+    Longformer (Beltagy et al. 2020) and BigBird (Zaheer et al. 2020), seen from the queries'
+    side: O(T (window + n_global)) pairs."""
+    n_global = _check_width("n_global", n_global)
+    local = local_mask(T_q, T_k, window, causal, device)
+    j = torch.arange(local.shape[1], device=device)[None, :]
+    glob = j < n_global  # (1, T_k)
+    if causal:
+        glob = glob & (_offsets(T_q, T_k, device) >= 0)
+    return local | glob
 
 
 # ----------------------------------------------------------------------------- sparse, fast path
@@ -233,6 +252,45 @@ def strided_attention(q, k, v, stride: int, causal: bool = True, mask=None,
     return out + _from_columns(p_col @ _to_columns(v, stride, m), T)  # (B, H, T, D)
 
 
+def local_global_attention(q, k, v, window: int, n_global: int = 1, causal: bool = True,
+                           mask=None, dropout_p: float = 0.0, scale=None,
+                           return_weights: bool = False):
+    """Softmax attention over the local window plus the first ``n_global`` keys (see
+    ``local_global_mask``). Same arguments as ``local_attention``, plus ``n_global``.
+
+    The fast path scores each query against its local blocks and against the global keys
+    that lie outside its window, and normalises the two together through their
+    log-sum-exps: O(T (window + n_global)) time and memory.
+    """
+    n_global = _check_width("n_global", n_global)
+
+    def pattern(T_q, T_k, w, causal_, device):
+        return local_global_mask(T_q, T_k, w, n_global, causal_, device)
+
+    window, explicit = _sparse_prologue("window", window, pattern, q, k, v, causal, mask,
+                                        dropout_p, scale, return_weights)
+    if explicit is not None:
+        return explicit
+    B, H, T, D = q.shape
+    g = min(n_global, T)
+    scale = D ** -0.5 if scale is None else scale
+    s_loc, n = _blocked_local_scores(q, k, window, causal, scale)  # (B, H, n, w, K)
+    s_glb = (q @ k[:, :, :g].transpose(-2, -1)) * scale  # (B, H, T, g)
+    d = (torch.arange(T, device=q.device)[:, None]
+         - torch.arange(g, device=q.device)[None, :])  # (T, g): i - j
+    outside = (d >= window) if causal else (d.abs() >= window)  # not already in the window
+    s_glb = s_glb.masked_fill(~outside, torch.finfo(s_glb.dtype).min)
+    lse_loc = s_loc.logsumexp(-1).reshape(B, H, n * window)[:, :, :T]  # (B, H, T)
+    lse = torch.logaddexp(lse_loc, s_glb.logsumexp(-1))  # (B, H, T): the joint normaliser
+    p_loc = (s_loc - F.pad(lse, (0, n * window - T)).view(B, H, n, window, 1)).exp()
+    p_glb = (s_glb - lse[..., None]).exp() * outside  # (B, H, T, g)
+    if dropout_p:
+        p_loc, p_glb = F.dropout(p_loc, dropout_p), F.dropout(p_glb, dropout_p)
+    out = p_loc @ _value_blocks(v, window, n, causal)  # (B, H, n, w, D)
+    out = out.reshape(B, H, n * window, D)[:, :, :T]
+    return out + p_glb @ v[:, :, :g]  # (B, H, T, D)
+
+
 # ----------------------------------------------------------------------------- linearised
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -304,16 +362,18 @@ class EfficientSelfAttention(MultiHeadAttention):
     Same parameters (q/k/v/out projections) and forward signature as MultiHeadAttention, so
     it can take the place of a model's self-attention (``swap_attention``) and load its
     weights. Args as MultiHeadAttention's, plus:
-        kind: "local", "strided" or "linear".
+        kind: "local", "strided", "local_global" or "linear".
         window: the local window or the stride (required for the sparse kinds).
+        n_global: the number of leading global positions ("local_global" only).
     Self-attention only: ``kv`` and an additive ``bias`` (T5) raise ValueError. With a
     ``cache`` (decoding) or a ``mask`` the explicit form of the same attention is used.
     Linear attention has no weights to drop out: ``dropout`` applies to the sparse kinds.
     """
 
     def __init__(self, d_model: int, n_heads: int, kind: str, window: int | None = None,
-                 **kwargs):
+                 n_global: int = 1, **kwargs):
         super().__init__(d_model, n_heads, **kwargs)
+        self.n_global = _check_width("n_global", n_global)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if kind == "linear":
@@ -327,6 +387,8 @@ class EfficientSelfAttention(MultiHeadAttention):
 
     def extra_repr(self) -> str:
         w = "" if self.window is None else f", window={self.window}"
+        if self.kind == "local_global":
+            w += f", n_global={self.n_global}"
         return f"kind={self.kind!r}{w}, causal={self.causal}"
 
     def forward(self, x, kv=None, mask=None, cache=None, bias=None, return_weights=False):
@@ -345,6 +407,10 @@ class EfficientSelfAttention(MultiHeadAttention):
         if self.kind == "linear":
             res = linear_attention(q, k, v, causal=self.causal, mask=mask,
                                    return_weights=return_weights)
+        elif self.kind == "local_global":
+            res = local_global_attention(q, k, v, self.window, self.n_global,
+                                         causal=self.causal, mask=mask, dropout_p=p,
+                                         scale=self.scale, return_weights=return_weights)
         else:
             fn = local_attention if self.kind == "local" else strided_attention
             res = fn(q, k, v, self.window, causal=self.causal, mask=mask, dropout_p=p,
@@ -354,7 +420,8 @@ class EfficientSelfAttention(MultiHeadAttention):
         return out, weights  # (B, T, C), (B, H, T, T_k) or None
 
 
-def swap_attention(model: nn.Module, kind: str, window: int | None = None) -> nn.Module:
+def swap_attention(model: nn.Module, kind: str, window: int | None = None,
+                   n_global: int = 1) -> nn.Module:
     """Replace every self-attention of ``model`` (each ``Block.self_attn``) by an
     ``EfficientSelfAttention`` of ``kind`` with the same weights; cross-attention stays.
 
@@ -378,7 +445,8 @@ def swap_attention(model: nn.Module, kind: str, window: int | None = None) -> nn
     for owner in owners:
         old = owner.self_attn
         new = EfficientSelfAttention(
-            old.d_model, old.n_heads, kind, window, d_head=old.d_head, dropout=old.dropout,
+            old.d_model, old.n_heads, kind, window, n_global, d_head=old.d_head,
+            dropout=old.dropout,
             bias=old.q_proj.bias is not None, scale=old.scale, causal=old.causal)
         new.load_state_dict(old.state_dict())
         owner.self_attn = new.to(old.q_proj.weight.device, old.q_proj.weight.dtype)

@@ -17,7 +17,7 @@ import random
 
 import torch
 
-__all__ = ["random_segmentation", "span_corruption"]
+__all__ = ["random_segmentation", "span_corruption", "span_corruption_batch"]
 
 
 def random_segmentation(n_items: int, n_segments: int, rng: random.Random) -> list[int]:
@@ -78,3 +78,39 @@ def span_corruption(tokens, sentinels, noise_density: float = 0.15,
         targets += [sentinels[k]] + tokens[i:i + dropped]
         i += dropped
     return inputs, targets + [sentinels[n_spans]]
+
+
+def span_corruption_batch(sequences, sentinels, *, bos_id: int, eos_id: int, pad_id: int,
+                          noise_density: float = 0.15, mean_span_length: float = 3.0,
+                          rng: random.Random | int | None = None) -> dict:
+    """Corrupt each sequence with ``span_corruption`` and pad the results into one batch.
+
+    Args:
+        sequences: a list of token-id lists (one text each, at least 2 ids).
+        sentinels, noise_density, mean_span_length: as for ``span_corruption``.
+        bos_id, eos_id, pad_id: the decoder's start token, the end token the target closes
+            with, and the padding id of the inputs.
+        rng: a ``random.Random`` (drawn from in order, row after row), a seed, or None.
+    Returns:
+        {"src": (B, S), "tgt_in": (B, T), "targets": (B, T)}, named as the encoder-decoders'
+        forward names them: src the corrupted inputs padded with ``pad_id``; targets the
+        sentinels and spans, then ``eos_id``, padded with -100 (no loss); tgt_in the same
+        shifted right behind ``bos_id``, padded with ``pad_id``.
+    """
+    if not isinstance(sequences, (list, tuple)) or not sequences:
+        raise ValueError("sequences must be a non-empty list of token-id lists")
+    if not isinstance(rng, random.Random):
+        rng = random.Random(rng)
+    rows = [span_corruption(seq, sentinels, noise_density, mean_span_length, rng)
+            for seq in sequences]
+    B = len(rows)
+    S = max(len(i) for i, _ in rows)
+    T = max(len(t) for _, t in rows) + 1  # + eos (targets) or + bos (decoder inputs)
+    src = torch.full((B, S), pad_id)
+    tgt_in = torch.full((B, T), pad_id)
+    targets = torch.full((B, T), -100)
+    for b, (i, t) in enumerate(rows):
+        src[b, :len(i)] = torch.tensor(i)
+        tgt_in[b, :len(t) + 1] = torch.tensor([bos_id] + t)
+        targets[b, :len(t) + 1] = torch.tensor(t + [eos_id])
+    return {"src": src, "tgt_in": tgt_in, "targets": targets}
