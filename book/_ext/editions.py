@@ -19,6 +19,7 @@ from pathlib import Path
 # language -> (the switch's label, the edition's HTML folder relative to the book's root)
 EDITIONS = {"en": ("English", "_build/html"), "ko": ("한국어", "_build/ko/html")}
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 SWITCH = "language-switch.html"
 
 
@@ -53,6 +54,8 @@ def _config_inited(app, config):
     config.html_theme_options = options
     if str(TEMPLATES) not in config.templates_path:
         config.templates_path = [*config.templates_path, str(TEMPLATES)]
+    if str(STATIC) not in config.html_static_path:
+        config.html_static_path = [*config.html_static_path, str(STATIC)]
 
 
 def _builder_inited(app):
@@ -81,6 +84,7 @@ def _page_context(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.add_config_value("book_editions", EDITIONS, "html")
+    app.add_css_file("language-switch.css")
     app.connect("config-inited", _config_inited)
     # before myst-nb's own builder-inited handler opens the cache
     app.connect("builder-inited", _builder_inited, priority=100)
