@@ -93,3 +93,41 @@ def test_latin_words_are_stemmed_as_in_english_and_hangul_is_left_alone():
         assert lang.stem(word) == english.stem(word)
     for word in ("어텐션", "모델"):
         assert lang.stem(word) == word and lang.word_filter(word)
+
+
+class _App:
+    """What editions._builder_inited reads of a Sphinx application."""
+
+    def __init__(self, root: Path, language: str, mode: str, cache_path: str = ""):
+        from types import SimpleNamespace
+
+        self.srcdir, self.outdir = str(root), str(root / "_build" / "html")
+        self.config = SimpleNamespace(language=language, nb_execution_mode=mode,
+                                      nb_execution_cache_path=cache_path)
+
+
+def _cache(root: Path) -> Path:
+    cache = root / "_build" / ".jupyter_cache"
+    cache.mkdir(parents=True)
+    (cache / "global.db").write_bytes(b"")
+    return cache
+
+
+def test_the_english_build_starts_from_an_empty_cache_and_the_korean_one_keeps_it(tmp_path):
+    cache = _cache(tmp_path)
+    editions._builder_inited(_App(tmp_path, "ko", "cache"))
+    assert cache.exists(), "the Korean build must read the English build's cache, not clear it"
+    editions._builder_inited(_App(tmp_path, "en", "off"))
+    assert cache.exists(), "nothing is executed (the catalogs' extraction): nothing to clear"
+    editions._builder_inited(_App(tmp_path, "en", "cache"))
+    assert not cache.exists(), "a stale cache entry must never stand in for a run"
+    editions._builder_inited(_App(tmp_path, "en", "cache"))  # no cache: nothing to do
+
+
+def test_a_folder_that_is_not_a_cache_is_never_cleared(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError, match="not a jupyter-cache folder"):
+        editions._builder_inited(_App(tmp_path, "en", "cache", cache_path="mine"))
+    assert (folder / "notes.txt").exists()

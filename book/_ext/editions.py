@@ -59,9 +59,9 @@ def _config_inited(app, config):
 
 
 def _builder_inited(app):
-    # the English HTML build executes every notebook it reads: start from an empty cache
-    if (app.builder.format != "html" or app.config.language != "en"
-            or app.config.nb_execution_mode != "cache"):
+    # an English build that may execute executes every notebook it reads: start from an empty
+    # cache (the catalogs' extraction runs with execution off and leaves it alone)
+    if app.config.language != "en" or app.config.nb_execution_mode != "cache":
         return
     cache = app.config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache"
     cache = Path(app.srcdir, cache)
