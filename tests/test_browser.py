@@ -217,6 +217,9 @@ SETTLE = """(async () => {
   await document.fonts.load('32px "NanumGothicBook"', '한');
   await document.fonts.ready;
   await Promise.all([...document.images].map(i => i.decode().catch(() => null)));
+  // two frames: the page shapes the text laid out before NanumGothic arrived again
+  // (book/_ext/korean_font.py; without it Chromium kept boxes in the Korean sidebar)
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return true;
 })()"""
 
@@ -490,3 +493,21 @@ def test_korean_search_finds_words_written_with_particles(server, browser):
         found = search(browser, server, "ko", "어텐션")
         for chapter in ("book/02_self_attention", "book/05_multi_head_attention"):
             assert chapter in found, f"searching 어텐션 does not find {chapter}: {found}"
+
+
+def test_korean_sidebar_shows_the_translated_part_captions():
+    """The parts of _toc.yml (Getting started, Attention, ...) are messages of the root page's
+    catalog; sphinx-external-toc inserts them after Sphinx's translation, so
+    book/_ext/editions.py translates them itself."""
+    from babel.messages.pofile import read_po
+
+    if not pages("ko"):
+        pytest.fail(f"no built ko edition: run `{BUILD_COMMAND['ko']}` first")
+    with open(ROOT / "locales" / "ko" / "LC_MESSAGES" / "book" / "intro.po", "rb") as f:
+        catalog = {m.id: m.string for m in read_po(f) if m.id and m.string and not m.fuzzy}
+    html = (EDITIONS["ko"] / "book" / "intro.html").read_text(encoding="utf-8")
+    shown = re.findall(r'<p aria-level="2" class="caption" role="heading">'
+                       r'<span class="caption-text">\s*([^<]+?)\s*</span>', html)
+    assert shown, "no part captions in the sidebar"
+    english = {m for m in catalog if m in shown}
+    assert not english, f"translated part captions shown in English: {sorted(english)}"

@@ -16,6 +16,11 @@ import os
 import shutil
 from pathlib import Path
 
+from sphinx import addnodes
+from sphinx import locale as sphinx_locale
+from sphinx.transforms import SphinxTransform
+from sphinx.util.i18n import docname_to_domain
+
 # language -> (the switch's label, the edition's HTML folder relative to the book's root)
 EDITIONS = {"en": ("English", "_build/html"), "ko": ("한국어", "_build/ko/html")}
 TEMPLATES = Path(__file__).parent / "templates"
@@ -71,6 +76,29 @@ def _builder_inited(app):
         shutil.rmtree(cache)
 
 
+class TranslateTocCaptions(SphinxTransform):
+    """Translate the captions of the table of contents (the book's parts) in the root page.
+
+    Sphinx translates a toctree's caption with the rest of the page (its i18n transform), but
+    sphinx-external-toc inserts the toctrees of _toc.yml later (transform priority 100), so the
+    captions, which the catalogs' extraction does find, would stay English in the sidebar."""
+
+    default_priority = 110  # after sphinx-external-toc's InsertToctrees
+
+    def apply(self):
+        if self.config.language == "en" or not self.config.locale_dirs:
+            return
+        domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+        dirs = [str(Path(self.env.srcdir, d)) for d in self.config.locale_dirs]
+        catalog, found = sphinx_locale.init(dirs, self.config.language, domain)
+        if not found:
+            return
+        for toctree in self.document.findall(addnodes.toctree):
+            caption = toctree.get("caption")
+            if caption and catalog.gettext(caption) != caption:
+                toctree["caption"] = toctree["rawcaption"] = catalog.gettext(caption)
+
+
 def _page_context(app, pagename, templatename, context, doctree):
     if app.builder.format != "html":
         return
@@ -89,4 +117,5 @@ def setup(app):
     # before myst-nb's own builder-inited handler opens the cache
     app.connect("builder-inited", _builder_inited, priority=100)
     app.connect("html-page-context", _page_context)
+    app.add_transform(TranslateTocCaptions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
