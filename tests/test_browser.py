@@ -217,6 +217,9 @@ SETTLE = """(async () => {
   await document.fonts.load('32px "NanumGothicBook"', '한');
   await document.fonts.ready;
   await Promise.all([...document.images].map(i => i.decode().catch(() => null)));
+  // two frames: the page shapes the text laid out before NanumGothic arrived again
+  // (book/_ext/korean_font.py; without it Chromium kept boxes in the Korean sidebar)
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return true;
 })()"""
 
@@ -464,9 +467,10 @@ def search(tab: DevTools, server: str, edition: str, query: str) -> list[str]:
 
 def test_korean_search_finds_words_written_with_particles(server, browser):
     """Sphinx has no Korean word splitter: without book/_ext/korean_search.py a page that
-    writes only 어텐션은 or 어텐션의 has no term 어텐션. Every Korean page whose text has 어텐션
-    followed by a particle must be found by a search for 어텐션, and a two-syllable noun (모델,
-    too short for the search page's substring match) as well."""
+    writes a noun only with particles (과제로, 과제를) has no term for the noun, and the search
+    page's substring match, which would still find 어텐션 inside 어텐션은, needs three letters:
+    a search for 과제 then misses the page. Every Korean page whose text has one of these nouns
+    followed by a particle must be found by a search for the noun."""
     import html as html_lib
 
     def pages_writing(pattern):
@@ -480,7 +484,7 @@ def test_korean_search_finds_words_written_with_particles(server, browser):
                 found.append(page[:-5])
         return sorted(found)
 
-    for noun in ("어텐션", "모델"):
+    for noun in ("어텐션", "모델", "과제"):
         with_particle = pages_writing(noun + r"(?:은|는|이|가|을|를|의|에|과|와|으로|로)(?![가-힣])")
         assert with_particle, f"no Korean page writes {noun} with a particle yet"
         found = search(browser, server, "ko", noun)
@@ -489,3 +493,21 @@ def test_korean_search_finds_words_written_with_particles(server, browser):
         found = search(browser, server, "ko", "어텐션")
         for chapter in ("book/02_self_attention", "book/05_multi_head_attention"):
             assert chapter in found, f"searching 어텐션 does not find {chapter}: {found}"
+
+
+def test_korean_sidebar_shows_the_translated_part_captions():
+    """The parts of _toc.yml (Getting started, Attention, ...) are messages of the root page's
+    catalog; sphinx-external-toc inserts them after Sphinx's translation, so
+    book/_ext/editions.py translates them itself."""
+    from babel.messages.pofile import read_po
+
+    if not pages("ko"):
+        pytest.fail(f"no built ko edition: run `{BUILD_COMMAND['ko']}` first")
+    with open(ROOT / "locales" / "ko" / "LC_MESSAGES" / "book" / "intro.po", "rb") as f:
+        catalog = {m.id: m.string for m in read_po(f) if m.id and m.string and not m.fuzzy}
+    html = (EDITIONS["ko"] / "book" / "intro.html").read_text(encoding="utf-8")
+    shown = re.findall(r'<p aria-level="2" class="caption" role="heading">'
+                       r'<span class="caption-text">\s*([^<]+?)\s*</span>', html)
+    assert shown, "no part captions in the sidebar"
+    english = {m for m in catalog if m in shown}
+    assert not english, f"translated part captions shown in English: {sorted(english)}"

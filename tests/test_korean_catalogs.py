@@ -10,8 +10,9 @@ The Korean book is the English sources with the messages of locales/ko/LC_MESSAG
 - a translation changes what must stay byte-exact: its citations and cross-references, formulas
   and code spans are those of the English message.
 
-While the translation is being written, KO_CATALOGS_INCOMPLETE=1 skips the first two, saying why;
-the third holds for every translated message at all times.
+While the translation is being written, KO_CATALOGS_INCOMPLETE=1 skips the first two (and the
+check that every page has a catalog), saying why; the third holds for every translated message at
+all times.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def catalog_files() -> dict[str, Path]:
             for p in sorted(CATALOGS.rglob("*.po"))}
 
 
+@incomplete_skip
 def test_there_is_one_catalog_per_page_of_the_book():
     import yaml
 

@@ -16,9 +16,15 @@ import os
 import shutil
 from pathlib import Path
 
+from sphinx import addnodes
+from sphinx import locale as sphinx_locale
+from sphinx.transforms import SphinxTransform
+from sphinx.util.i18n import docname_to_domain
+
 # language -> (the switch's label, the edition's HTML folder relative to the book's root)
 EDITIONS = {"en": ("English", "_build/html"), "ko": ("한국어", "_build/ko/html")}
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 SWITCH = "language-switch.html"
 
 
@@ -53,12 +59,14 @@ def _config_inited(app, config):
     config.html_theme_options = options
     if str(TEMPLATES) not in config.templates_path:
         config.templates_path = [*config.templates_path, str(TEMPLATES)]
+    if str(STATIC) not in config.html_static_path:
+        config.html_static_path = [*config.html_static_path, str(STATIC)]
 
 
 def _builder_inited(app):
-    # the English HTML build executes every notebook it reads: start from an empty cache
-    if (app.builder.format != "html" or app.config.language != "en"
-            or app.config.nb_execution_mode != "cache"):
+    # an English build that may execute executes every notebook it reads: start from an empty
+    # cache (the catalogs' extraction runs with execution off and leaves it alone)
+    if app.config.language != "en" or app.config.nb_execution_mode != "cache":
         return
     cache = app.config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache"
     cache = Path(app.srcdir, cache)
@@ -66,6 +74,29 @@ def _builder_inited(app):
         if not (cache / "global.db").exists():
             raise RuntimeError(f"{cache} is not a jupyter-cache folder; not clearing it")
         shutil.rmtree(cache)
+
+
+class TranslateTocCaptions(SphinxTransform):
+    """Translate the captions of the table of contents (the book's parts) in the root page.
+
+    Sphinx translates a toctree's caption with the rest of the page (its i18n transform), but
+    sphinx-external-toc inserts the toctrees of _toc.yml later (transform priority 100), so the
+    captions, which the catalogs' extraction does find, would stay English in the sidebar."""
+
+    default_priority = 110  # after sphinx-external-toc's InsertToctrees
+
+    def apply(self):
+        if self.config.language == "en" or not self.config.locale_dirs:
+            return
+        domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+        dirs = [str(Path(self.env.srcdir, d)) for d in self.config.locale_dirs]
+        catalog, found = sphinx_locale.init(dirs, self.config.language, domain)
+        if not found:
+            return
+        for toctree in self.document.findall(addnodes.toctree):
+            caption = toctree.get("caption")
+            if caption and catalog.gettext(caption) != caption:
+                toctree["caption"] = toctree["rawcaption"] = catalog.gettext(caption)
 
 
 def _page_context(app, pagename, templatename, context, doctree):
@@ -81,8 +112,10 @@ def _page_context(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.add_config_value("book_editions", EDITIONS, "html")
+    app.add_css_file("language-switch.css")
     app.connect("config-inited", _config_inited)
     # before myst-nb's own builder-inited handler opens the cache
     app.connect("builder-inited", _builder_inited, priority=100)
     app.connect("html-page-context", _page_context)
+    app.add_transform(TranslateTocCaptions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
