@@ -121,8 +121,34 @@ def update(potdir: Path = ROOT / "_build" / "gettext") -> int:
     status = extract(potdir)
     if status:
         return status
-    return subprocess.call([sys.executable, "-m", "sphinx_intl", "update", "-p", str(potdir),
-                            "-d", str(LOCALES), "-l", LANGUAGE, "-w", "0", "-j", "1"])
+    status = subprocess.call([sys.executable, "-m", "sphinx_intl", "update", "-p", str(potdir),
+                              "-d", str(LOCALES), "-l", LANGUAGE, "-w", "0", "-j", "1"])
+    if not status:
+        drop_format_flags()
+    return status
+
+
+def drop_format_flags(locales: Path = LOCALES) -> list[Path]:
+    """Remove the ``python-format`` flag that Babel sets on any message with a ``%`` in it.
+
+    The catalogs hold prose: "90% of the weight" is not a format string, but with the flag
+    ``msgfmt --check`` demands the same directives in the translation, which no Korean
+    sentence has ("90%의" is an invalid one). Returns the catalogs rewritten."""
+    from babel.messages.pofile import read_po, write_po
+
+    changed = []
+    for path in sorted((locales / LANGUAGE / "LC_MESSAGES").rglob("*.po")):
+        with open(path, "rb") as f:
+            catalog = read_po(f)
+        raw = path.read_text(encoding="utf-8")
+        if "python-format" not in raw:
+            continue
+        for message in catalog:
+            message.flags.discard("python-format")
+        with open(path, "wb") as f:
+            write_po(f, catalog, width=0)
+        changed.append(path)
+    return changed
 
 
 def _subset_toc(pages: list[str]) -> Path:
