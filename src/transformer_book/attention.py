@@ -155,15 +155,17 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = t.shape
         return t.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
 
-    def forward(self, x, kv=None, mask=None, cache: KVCache | None = None, bias=None,
-                return_weights: bool = False):
+    def _check_inputs(self, x, kv) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        B, width = x.shape[0], self.k_proj.in_features
+        if kv is not None and (kv.dim() != 3 or kv.shape[0] != B or kv.shape[-1] != width):
+            raise ValueError(f"kv must have shape (B={B}, T_k, {width}), got {tuple(kv.shape)}")
+
+    def forward(self, x, kv=None, mask=None, cache: KVCache | None = None, bias=None,
+                return_weights: bool = False):
+        self._check_inputs(x, kv)
         B, T, C = x.shape
-        if kv is not None and (kv.dim() != 3 or kv.shape[0] != B
-                               or kv.shape[-1] != self.k_proj.in_features):
-            raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
-                             f"got {tuple(kv.shape)}")
 
         q = self._split(self.q_proj(x))  # (B, H, T_q, D)
         if kv is None:  # self-attention: keys and values from x

@@ -485,14 +485,8 @@ class GroupedQueryAttention(MultiHeadAttention):
         return t.view(B, T, width // self.d_head, self.d_head).transpose(1, 2)  # (B, h, T, D)
 
     def forward(self, x, kv=None, mask=None, cache=None, bias=None, return_weights=False):
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), "
-                             f"got {tuple(x.shape)}")
+        self._check_inputs(x, kv)
         B, T, _ = x.shape
-        if kv is not None and (kv.dim() != 3 or kv.shape[0] != B
-                               or kv.shape[-1] != self.k_proj.in_features):
-            raise ValueError(f"kv must have shape (B={B}, T_k, {self.k_proj.in_features}), "
-                             f"got {tuple(kv.shape)}")
         q = self._split(self.q_proj(x))  # (B, H, T_q, D)
         if kv is None:  # self-attention
             k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))  # (B, G, T, D)
